@@ -1,0 +1,69 @@
+"""Input layouts -> one flat list of clips.
+
+Each source module turns one corpus layout into `Clip` records; the dataset
+stage does not care where a clip came from. A clip is either a file under
+`data.path` or a synthetic demo clip generated from its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deepfake_audio.errors import UserError
+from deepfake_audio.params import Params
+
+SPLITS = ("train", "validation", "test")
+LABELS = ("bonafide", "spoof")
+
+
+@dataclass(frozen=True)
+class Clip:
+    clip_id: str
+    split: str  # train | validation | test
+    label: str  # bonafide | spoof
+    path: str  # a file under data.path, or "demo:<clip_id>" for synthetic clips
+    speaker: str = ""
+    attack: str = "-"  # attack/system id where the source knows it, "-" for bona fide
+    demo_seed: int | None = None  # set for demo clips: the clip is generated from it
+
+    @property
+    def target(self) -> int:
+        """1 = bona fide, 0 = spoof: scores are 'more bona fide is higher', as in ASVspoof."""
+        return 1 if self.label == "bonafide" else 0
+
+
+def list_clips(params: Params) -> list[Clip]:
+    """Every clip of the configured source, in a deterministic order."""
+    source = params.data.source
+    if source == "demo":
+        return _demo_clips(params)
+    if source == "folders":
+        from deepfake_audio.sources import folders
+
+        return folders.list_clips(params)
+    raise UserError(
+        f"data.source: {source!r} is accepted by params.yaml but not implemented in this "
+        "version yet (available: demo, folders)"
+    )
+
+
+def _demo_clips(params: Params) -> list[Clip]:
+    from deepfake_audio.sources.demo import plan_corpus
+
+    counts = {
+        "train": params.data.demo.train_clips,
+        "validation": params.data.demo.validation_clips,
+        "test": params.data.demo.test_clips,
+    }
+    return [
+        Clip(
+            clip_id=c.clip_id,
+            split=c.split,
+            label=c.label,
+            path=f"demo:{c.clip_id}",
+            speaker=c.speaker,
+            attack=c.attack,
+            demo_seed=c.seed,
+        )
+        for c in plan_corpus(params.seed, counts)
+    ]

@@ -1,0 +1,224 @@
+"""Audio decoding and clip preparation: bytes or paths in, float32 mono waveforms out.
+
+The same `load_clip` runs when the training set is built and when the server scores an
+upload, so a clip is decoded, resampled, normalised and cut identically in both places; any
+difference would be a train/serve skew the model could not see in validation.
+
+Decoding goes through libsndfile (``soundfile``): WAV, FLAC, OGG/Vorbis and, with
+libsndfile >= 1.1, MP3. Resampling is polyphase (``scipy.signal.resample_poly``), which is
+fast, has a proper anti-aliasing filter and needs no extra dependency.
+
+Anything wrong with the audio itself (unreadable, empty, too short, silent) raises
+`AudioError`, a `UserError`: the caller can skip the file or report one line naming it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from deepfake_audio.errors import UserError
+
+__all__ = [
+    "SILENCE_PEAK",
+    "TARGET_RMS",
+    "AudioError",
+    "decode",
+    "fix_length",
+    "load_clip",
+    "resample",
+]
+
+# Every clip is scaled to this RMS. Corpora often differ in level between bona fide and spoof
+# recordings (different pipelines, different normalisation); left alone, loudness would let the
+# model learn the corpus rather than the artefacts. 0.05 (about -26 dBFS) leaves headroom for
+# peaks, and what still exceeds full scale is clipped.
+TARGET_RMS = 0.05
+
+# A clip whose absolute peak stays below this is treated as digital silence: scaling it to
+# TARGET_RMS would only amplify dither or rounding noise into a meaningless input.
+SILENCE_PEAK = 1e-5
+
+# Largest denominator accepted when turning a sample-rate ratio into an up/down pair; keeps the
+# polyphase filter small for odd rates, at the cost of a rate error below 0.1 % for them.
+_MAX_RATIO_DENOMINATOR = 1000
+
+Crop = Literal["start", "center"]
+Pad = Literal["repeat", "zeros"]
+Source = str | os.PathLike | bytes
+
+
+class AudioError(UserError):
+    """An audio input that cannot be used, with a one-line message ``<source>: <reason>``.
+
+    Raised as ``AudioError(source, reason)``: ``source`` is the path as given (or
+    ``"<bytes>"`` for in-memory data) and ``reason`` says what is wrong, so a dataset build can
+    log and skip the file and the server can answer 400. ``AudioError(message)`` with a
+    ready-made message is accepted too (``source`` is then None). Either way the message is
+    collapsed to one line, whatever libsndfile said.
+    """
+
+    def __init__(self, source: str, reason: str | None = None) -> None:
+        self.source: str | None = source if reason is not None else None
+        self.reason: str | None = None if reason is None else " ".join(str(reason).split())
+        message = str(source) if reason is None else f"{source}: {self.reason}"
+        super().__init__(" ".join(message.split()))
+
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str | None]]:
+        # Rebuild from the original arguments so the error survives a trip through a worker
+        # process (the default would call __init__ with the formatted message only).
+        if self.reason is None:
+            return (type(self), (str(self),))
+        return (type(self), (str(self.source), self.reason))
+
+
+def _source_name(source: Source) -> str:
+    """How a source is named in messages: the path as given, or ``<bytes>``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return os.fsdecode(source)
+
+
+def decode(source: Source) -> tuple[np.ndarray, int]:
+    """Decode a file path or in-memory bytes into a float32 mono waveform.
+
+    Multi-channel audio is down-mixed by averaging the channels (no channel is privileged:
+    which side a stereo recording put the voice on is not a cue). Integer PCM is scaled to
+    [-1, 1) by libsndfile.
+
+    Returns:
+        ``(waveform, sample_rate)``: shape ``(n,)``, float32, at the file's own rate.
+
+    Raises:
+        AudioError: the input is missing, empty, not audio libsndfile can read, has no
+            samples, or contains NaN/inf samples.
+    """
+    name = _source_name(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioError(name, "empty input (0 bytes)")
+        handle: io.BytesIO | str = io.BytesIO(bytes(source))
+    else:
+        path = os.fsdecode(source)
+        if not os.path.exists(path):
+            raise AudioError(name, "no such file")
+        if os.path.isdir(path):
+            raise AudioError(name, "is a directory, not an audio file")
+        if os.path.getsize(path) == 0:
+            raise AudioError(name, "empty file (0 bytes)")
+        handle = path
+    try:
+        data, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise AudioError(name, f"not a readable audio file ({exc.error_string})") from exc
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise AudioError(name, f"not a readable audio file ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(name, "contains no audio samples")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(name, "contains NaN or infinite samples")
+    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
+    return np.ascontiguousarray(wave, dtype=np.float32), int(sample_rate)
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a 1-D waveform from ``orig_sr`` to ``target_sr`` (polyphase, anti-aliased).
+
+    The rate ratio is approximated by a fraction with denominator <= 1000 so that even odd
+    rates give a small filter; every common rate pair (8/11.025/16/22.05/44.1/48 kHz) is exact.
+    The output has ``ceil(len(wave) * up / down)`` samples and is float32.
+    """
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
+    if orig_sr == target_sr or wave.size == 0:
+        return wave.copy()
+    ratio = Fraction(int(target_sr), int(orig_sr)).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    out = resample_poly(wave, ratio.numerator, ratio.denominator)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def fix_length(
+    wave: np.ndarray, n_samples: int, crop: Crop = "start", pad: Pad = "repeat"
+) -> np.ndarray:
+    """Cut or extend a 1-D waveform to exactly ``n_samples`` (the model's fixed input length).
+
+    Args:
+        crop: for longer clips, keep the first ``n_samples`` (``"start"``) or the middle ones
+            (``"center"``; leading and trailing silence is common in corpora, so the middle is
+            more likely to hold speech).
+        pad: for shorter clips, tile the clip until it fills the length (``"repeat"``, so the
+            model never sees long stretches of artificial silence whose length would reveal the
+            original duration) or append zeros (``"zeros"``).
+
+    Returns:
+        A new float32 array of shape ``(n_samples,)``.
+    """
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if crop not in ("start", "center"):
+        raise ValueError(f"crop must be 'start' or 'center', got {crop!r}")
+    if pad not in ("repeat", "zeros"):
+        raise ValueError(f"pad must be 'repeat' or 'zeros', got {pad!r}")
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
+    length = wave.size
+    if length >= n_samples:
+        start = 0 if crop == "start" else (length - n_samples) // 2
+        return wave[start : start + n_samples].copy()
+    if pad == "zeros":
+        out = np.zeros(n_samples, dtype=np.float32)
+        out[:length] = wave
+        return out
+    if length == 0:
+        raise ValueError("cannot repeat-pad an empty waveform")
+    return np.tile(wave, math.ceil(n_samples / length))[:n_samples].copy()
+
+
+def load_clip(
+    source: Source,
+    sample_rate: int,
+    clip_seconds: float,
+    crop: Crop = "center",
+    pad: Pad = "repeat",
+    min_seconds: float = 0.1,
+) -> np.ndarray:
+    """Decode, down-mix, resample, check, loudness-normalise and cut one clip for the model.
+
+    Steps, in this order: `decode` (mono float32); reject clips shorter than ``min_seconds``
+    (measured at the file's own rate); `resample` to ``sample_rate``; reject silent clips
+    (peak below `SILENCE_PEAK`); scale to RMS `TARGET_RMS` and clip to [-1, 1]; `fix_length`
+    to ``round(clip_seconds * sample_rate)`` samples. Normalising before padding means the
+    gain depends only on the recording, not on how much zero padding it will get.
+
+    Returns:
+        float32 array of shape ``(round(clip_seconds * sample_rate),)``.
+
+    Raises:
+        AudioError: unreadable input (see `decode`), too short, or silent.
+    """
+    n_samples = int(round(clip_seconds * sample_rate))
+    if n_samples <= 0:
+        raise ValueError(f"clip_seconds * sample_rate gives {n_samples} samples; need at least 1")
+    name = _source_name(source)
+    wave, orig_sr = decode(source)
+    duration = wave.size / orig_sr
+    if duration < min_seconds:
+        raise AudioError(name, f"too short ({duration:.3f} s, need at least {min_seconds:g} s)")
+    wave = resample(wave, orig_sr, sample_rate)
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak < SILENCE_PEAK:
+        raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    wave = np.clip(wave * np.float32(TARGET_RMS / rms), -1.0, 1.0).astype(np.float32)
+    return fix_length(wave, n_samples, crop=crop, pad=pad)

@@ -1,0 +1,119 @@
+"""Keras callbacks shared by the tune and train stages.
+
+keras-tuner deep-copies the callbacks of a search once per execution; these
+callbacks hold a tf.data pipeline or an MLflow run, which must be shared, not
+copied, so each defines `__deepcopy__` to hand out a fresh instance over the
+same underlying objects.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from deepfake_audio.metrics import compute_eer
+
+
+def validation_eer(scores: np.ndarray, targets: np.ndarray) -> float:
+    """EER of bona fide (1) vs spoof (0) scores; 0.5 when the scores carry no ranking.
+
+    A freshly initialised or collapsed network can emit one constant score (or
+    NaN after divergence); that is a bad trial, not a crash: it gets the EER of
+    a coin (0.5) or the worst possible (1.0) for NaN, so the tuner ranks it last.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(scores)):
+        return 1.0
+    try:
+        eer, _ = compute_eer(scores[targets == 1], scores[targets == 0])
+    except ValueError:
+        return 0.5
+    return float(eer)
+
+
+class ValidationEER(keras.callbacks.Callback):
+    """Adds `val_eer` (the field's metric) to the epoch logs, before anything reads them.
+
+    Put it first in the callback list: EarlyStopping, keras-tuner's objective
+    tracking and the MLflow logger then all see `val_eer` like any Keras metric.
+    """
+
+    def __init__(self, dataset: Any, targets: np.ndarray) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.targets = np.asarray(targets)
+
+    def __deepcopy__(self, memo: dict) -> ValidationEER:
+        return ValidationEER(self.dataset, self.targets)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        scores = self.model.predict(self.dataset, verbose=0)
+        if logs is not None:
+            logs["val_eer"] = validation_eer(scores, self.targets)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics to one MLflow run; executions continue the step count."""
+
+    def __init__(self, run_id: str, state: dict | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.state = state if state is not None else {"step": 0}
+
+    def __deepcopy__(self, memo: dict) -> MlflowEpochLogger:
+        return MlflowEpochLogger(self.run_id, self.state)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        metrics = {}
+        for name, value in (logs or {}).items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(number):
+                metrics[name] = number
+        try:
+            metrics["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+        except (AttributeError, TypeError, ValueError):
+            pass
+        if metrics:
+            import time
+
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            step = self.state["step"]
+            MlflowClient().log_batch(
+                self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
+            )
+        self.state["step"] += 1
+
+
+def standard_callbacks(params: Any, val_dataset: Any, val_targets: np.ndarray) -> list:
+    """val_eer first, then the notebook's EarlyStopping and ReduceLROnPlateau."""
+    es, rl = params.tune.early_stopping, params.tune.reduce_lr
+    mode = {"val_loss": "min", "val_eer": "min", "val_accuracy": "max"}
+    return [
+        ValidationEER(val_dataset, val_targets),
+        keras.callbacks.EarlyStopping(
+            monitor=es.monitor,
+            mode=mode[es.monitor],
+            patience=es.patience,
+            restore_best_weights=es.restore_best_weights,
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=rl.monitor,
+            mode=mode[rl.monitor],
+            factor=rl.factor,
+            patience=rl.patience,
+            min_delta=rl.min_delta,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]

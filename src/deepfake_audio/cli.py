@@ -1,0 +1,212 @@
+"""The `deepfake-audio` command: one thin subcommand per DVC stage, plus server/promote/predict.
+
+Handlers import their stage module (and so TensorFlow) only when they run, so
+`deepfake-audio --help` answers instantly. Errors a user can fix end in one
+line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from deepfake_audio import __version__
+from deepfake_audio.errors import UserError
+
+DATASET = Path("data/spectrograms")
+REPORTS = Path("reports")
+TUNER_DIR = Path("models/tuner")
+HPARAMS = Path("models/best_hparams.json")
+MODEL = Path("models/model.keras")
+RUN_INFO = Path("models/run.json")
+METRICS = Path("reports/metrics.json")
+PLOTS = Path("reports/plots")
+REGISTRY = Path("reports/registry.json")
+
+
+def _params(args: argparse.Namespace):
+    from deepfake_audio.params import load_params
+
+    return load_params(args.params)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from deepfake_audio import server
+
+    root = Path(args.root)
+    if args.action == "start":
+        url = server.start(root=root, host=args.host, port=args.port)
+        print(
+            f"MLflow tracking server: {url}  (stop: deepfake-audio server stop)"
+        )
+    elif args.action == "stop":
+        print("stopped" if server.stop(root) else "no server was running from " + str(root))
+    else:
+        print(server.status(root=root, host=args.host, port=args.port))
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from deepfake_audio import dataset
+    from deepfake_audio.sources import list_clips
+
+    params = _params(args)
+    clips = list_clips(params)
+    summary = dataset.build(params, clips, Path(args.out), Path(args.reports))
+    print(f"dataset: {summary['clips']} clips, {summary['rejected']} rejected -> {args.out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from deepfake_audio import tuning
+
+    params = _params(args)
+    result = tuning.run(params, Path(args.dataset), Path(args.tuner_dir), Path(args.out))
+    print(f"best {result['objective']}: {result['objective_value']:.4f} -> {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from deepfake_audio import training
+
+    params = _params(args)
+    training.run(
+        params, Path(args.dataset), Path(args.hparams), Path(args.model), Path(args.run_info)
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepfake_audio import evaluation
+
+    params = _params(args)
+    summary = evaluation.run(
+        params,
+        Path(args.dataset),
+        Path(args.model),
+        Path(args.run_info),
+        Path(args.metrics),
+        Path(args.plots),
+    )
+    note = " (synthetic demo corpus)" if summary.get("synthetic_demo_corpus") else ""
+    print(f"test EER: {summary['test_eer']:.2%}{note}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from deepfake_audio import registry, tracking
+
+    params = _params(args)
+    run_info = tracking.read_json(Path(args.run_info), "the training run")
+    summary = tracking.read_json(Path(args.metrics), "the evaluation metrics")
+    tracking.connect(params.mlflow.experiment_name)
+    result = registry.register(params, run_info, summary)
+    registry.write_report(Path(args.out), result)
+    print(
+        f"registered {result['model_name']} version {result['version']} "
+        f"aliases: {', '.join(result['aliases'])}"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from deepfake_audio import registry, tracking
+
+    params = _params(args)
+    tracking.connect(params.mlflow.experiment_name)
+    registry.promote(params, args.version, force=args.force)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from deepfake_audio import prediction
+
+    params = _params(args)
+    return prediction.run(params, args.inputs, args.model, args.format)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepfake-audio",
+        description="Tune, train, evaluate and ship a CNN that detects spoofed speech "
+        "(DVC stages + MLflow tracking).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--params", default="params.yaml", help="parameters file (default: %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("server", help="start, stop or check the local MLflow tracking server")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument(
+        "--root", default="mlruns", help="store, artifacts, pid and log (default: %(default)s)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=None, help="default: $MLFLOW_PORT or 5000")
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("dataset", help="stage 1: audio source -> versioned spectrogram dataset")
+    p.add_argument("--out", default=str(DATASET))
+    p.add_argument("--reports", default=str(REPORTS))
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("tune", help="stage 2: keras-tuner search, one MLflow child run per trial")
+    p.add_argument("--dataset", default=str(DATASET))
+    p.add_argument("--tuner-dir", default=str(TUNER_DIR))
+    p.add_argument("--out", default=str(HPARAMS))
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("train", help="stage 3: fit the best hyperparameters, log the model")
+    p.add_argument("--dataset", default=str(DATASET))
+    p.add_argument("--hparams", default=str(HPARAMS))
+    p.add_argument("--model", default=str(MODEL))
+    p.add_argument("--run-info", default=str(RUN_INFO))
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="stage 4: test EER, threshold from validation, plots")
+    p.add_argument("--dataset", default=str(DATASET))
+    p.add_argument("--model", default=str(MODEL))
+    p.add_argument("--run-info", default=str(RUN_INFO))
+    p.add_argument("--metrics", default=str(METRICS))
+    p.add_argument("--plots", default=str(PLOTS))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("register", help="stage 5: registry version, challenger/champion aliases")
+    p.add_argument("--run-info", default=str(RUN_INFO))
+    p.add_argument("--metrics", default=str(METRICS))
+    p.add_argument("--out", default=str(REGISTRY))
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("promote", help="point the champion alias at a version (rollback too)")
+    p.add_argument("--version", type=int, required=True, help="registry version number")
+    p.add_argument("--force", action="store_true", help="promote even if its test EER is worse")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("predict", help="score audio files with a registered model")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument(
+        "--model", default=None, help="model URI (default: models:/<registry.model_name>@champion)"
+    )
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"deepfake-audio: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepfake-audio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

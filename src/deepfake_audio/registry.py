@@ -1,0 +1,151 @@
+"""The register stage and `promote`: registry versions, aliases and the champion gate.
+
+Every pipeline run registers a version and points `challenger` at it.
+`champion` - the alias serving reads - moves only when the new version beats
+the current champion's test EER by `registry.promote_min_improvement`, or by
+hand (`deepfake-audio promote --version N`); pointing it back at an older
+version is a rollback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from deepfake_audio.errors import UserError
+from deepfake_audio.params import Params
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def _version_eer(client: Any, name: str, version: str) -> float | None:
+    tags = client.get_model_version(name, version).tags
+    try:
+        return float(tags["test_eer"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _champion(client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def gate(new_eer: float, champion_eer: float | None, min_improvement: float) -> bool:
+    """True when the new version should become champion."""
+    if champion_eer is None:
+        return True
+    return new_eer <= champion_eer - min_improvement
+
+
+def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    name = params.registry.model_name
+    run = client.get_run(run_info["run_id"])
+    tags = {
+        "test_eer": f"{summary['test_eer']:.6f}",
+        "test_min_dcf": f"{summary['test_min_dcf']:.6f}",
+        "threshold": f"{summary['threshold']:.6f}",
+        "git_commit": run.data.tags.get("git_commit", ""),
+        "dvc_exp_name": run.data.tags.get("dvc_exp_name", ""),
+        "dataset_digest": run.data.tags.get("dataset_digest", ""),
+        "architecture": run.data.params.get("architecture", ""),
+        "data_source": params.data.source,
+    }
+    demo = " on the synthetic demo corpus" if params.data.source == "demo" else ""
+    description = (
+        f"{tags['architecture']} trained by run {run_info['run_id']}; test EER "
+        f"{summary['test_eer']:.2%}{demo}, threshold {summary['threshold']:.4f} "
+        "chosen on validation."
+    )
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(
+            name,
+            description="Spoofed-speech detector (bona fide logit out); see the project README.",
+        )
+    version = mlflow.register_model(run_info["logged_model_uri"], name, tags=tags)
+    client.update_model_version(name, version.version, description=description)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    current = _champion(client, name)
+    champion_eer = _version_eer(client, name, current.version) if current else None
+    promoted = gate(summary["test_eer"], champion_eer, params.registry.promote_min_improvement)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    aliases = sorted(client.get_model_version(name, version.version).aliases)
+    result = {
+        "model_name": name,
+        "version": int(version.version),
+        "aliases": aliases,
+        "run_id": run_info["run_id"],
+        "test_eer": summary["test_eer"],
+        "promoted_to_champion": promoted,
+        "previous_champion": {"version": int(current.version), "test_eer": champion_eer}
+        if current
+        else None,
+        "model_uri": f"models:/{name}/{version.version}",
+    }
+    verdict = (
+        "now champion"
+        if promoted
+        else f"champion stays version {current.version} (EER {champion_eer:.2%}; "
+        f"needs an improvement "
+        f"of {params.registry.promote_min_improvement:.2%})"
+    )
+    print(f"registered {name} version {version.version} (challenger); {verdict}", file=sys.stderr)
+    return result
+
+
+def promote(params: Params, version: int, force: bool = False) -> dict[str, Any]:
+    """Point `champion` at `version` by hand; refuses a worse model unless forced."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    name = params.registry.model_name
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        raise UserError(f"--version {version}: {name} has no such version") from None
+    new_eer = _version_eer(client, name, str(version))
+    current = _champion(client, name)
+    old_eer = _version_eer(client, name, current.version) if current else None
+    if (
+        not force
+        and current is not None
+        and new_eer is not None
+        and old_eer is not None
+        and new_eer > old_eer
+    ):
+        raise UserError(
+            f"version {version} (EER {new_eer:.2%}) is worse than champion version "
+            f"{current.version} (EER {old_eer:.2%}); add --force to promote it anyway"
+        )
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+
+    def show(v: Any, eer: float | None) -> str:
+        return f"version {v} (test EER {eer:.2%})" if eer is not None else f"version {v}"
+
+    old = show(current.version, old_eer) if current else "none"
+    print(f"{name} champion: {old} -> {show(version, new_eer)}")
+    return {
+        "model_name": name,
+        "champion": version,
+        "previous": current.version if current else None,
+    }
+
+
+def write_report(path: Path, result: dict[str, Any]) -> None:
+    from deepfake_audio.tracking import write_json
+
+    write_json(path, result)

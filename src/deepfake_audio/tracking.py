@@ -1,0 +1,141 @@
+"""The MLflow side of every stage: connection, run tags, dataset inputs, hand-over.
+
+Stages never fall back to a local ./mlruns file store: a run that silently
+lands somewhere nobody looks is worse than a stage that stops. So `connect`
+checks the server first and fails within seconds, saying how to start one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from deepfake_audio.errors import UserError
+from deepfake_audio.server import is_healthy
+
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def connect(experiment_name: str) -> str:
+    """Point MLflow at the tracking server and experiment; returns the experiment id."""
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")) and not is_healthy(uri, timeout=3.0):
+        raise UserError(
+            f"no MLflow tracking server answers at {uri}: start one with "
+            "`deepfake-audio server start` (or `make server`), or set MLFLOW_TRACKING_URI"
+        )
+    # A server that answered /health but dies mid-run should fail the stage
+    # within a bounded time rather than hang on retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(experiment_name)
+    return experiment.experiment_id
+
+
+def git_commit() -> str:
+    """The commit the code ran at; '-dirty' marks uncommitted changes to tracked files."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def dvc_exp_name() -> str:
+    """The DVC experiment name under `dvc exp run`; empty for a plain `dvc repro`."""
+    return os.environ.get("DVC_EXP_NAME", "")
+
+
+def directory_digest(path: Path) -> str:
+    """The md5 that DVC 3 gives a directory output (`<md5>.dir` in dvc.lock).
+
+    Computed the way dvc-data builds its tree object - the sorted list of
+    {relpath, md5} entries serialised as JSON - so the `dataset_digest` tag of
+    an MLflow run is the same string `dvc.lock` records for the dataset.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: dataset directory not found (run the dataset stage first)")
+    entries = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest = hashlib.md5()
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        entries.append({"md5": digest.hexdigest(), "relpath": file.relative_to(path).as_posix()})
+    entries.sort(key=lambda entry: entry["relpath"])
+    blob = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def run_tags(dataset_digest: str, stage: str) -> dict[str, str]:
+    return {
+        "git_commit": git_commit(),
+        "dvc_exp_name": dvc_exp_name(),
+        "dataset_digest": dataset_digest,
+        "stage": stage,
+    }
+
+
+def log_dataset_input(dataset_dir: Path, digest: str, context: str) -> None:
+    """Log the spectrogram dataset's manifest as an MLflow dataset input of the active run."""
+    import mlflow
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in sorted(Path(dataset_dir).glob("manifest_*.csv"))]
+    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    dataset = mlflow.data.from_pandas(
+        manifest,
+        source=str(Path(dataset_dir).resolve()),
+        name="spectrograms",
+        digest=digest[:36],
+    )
+    mlflow.log_input(dataset, context=context)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically: a crash never leaves a half-written report behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found ({what}); run the stage that writes it") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of a logged Keras model.
+
+    Stated rather than inferred: MLflow's inference re-imports the model in a
+    subprocess, which costs seconds per trial and finds nothing more.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("tensorflow", "keras", "numpy")]

@@ -1,0 +1,98 @@
+"""The train stage: fit the best configuration from scratch and hand it on.
+
+A fresh fit of the best hyperparameters (rather than continuing the best
+trial's weights, as the notebook did) makes the final model a function of
+params.yaml and the data alone. The MLflow run created here is the model's
+run: evaluate logs its metrics to it and register registers its model, found
+through `models/run.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake_audio.params import Params
+
+
+def run(
+    params: Params, dataset_dir: Path, hparams_path: Path, model_path: Path, run_info_path: Path
+) -> dict[str, Any]:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from deepfake_audio import models, runtime, tracking
+    from deepfake_audio.callbacks import MlflowEpochLogger, standard_callbacks
+    from deepfake_audio.dataset import SpectrogramDataset
+
+    best = tracking.read_json(hparams_path, "best hyperparameters")
+    tracking.connect(params.mlflow.experiment_name)
+    device = runtime.configure(params.seed)
+    data = SpectrogramDataset(dataset_dir)
+    digest = tracking.directory_digest(dataset_dir)
+    values = best["values"]
+    model = models.build(values, params.model.architecture, data.input_shape, data.mean, data.std)
+
+    tags = {
+        **tracking.run_tags(digest, stage="train"),
+        "tune_run_id": best.get("mlflow_parent_run_id", ""),
+        "best_trial_id": str(best.get("trial_id", "")),
+    }
+    with mlflow.start_run(run_name="train", tags=tags) as active:
+        run_id = active.info.run_id
+        mlflow.log_params(
+            {
+                **values,
+                "architecture": params.model.architecture,
+                "epochs": params.train.epochs,
+                "batch_size": params.tune.batch_size,
+                "seed": params.seed,
+                "n_params": model.count_params(),
+                "precision_policy": device["precision_policy"],
+                **{f"features.{k}": v for k, v in params.section("features").items()},
+            }
+        )
+        tracking.log_dataset_input(dataset_dir, digest, context="training")
+        train = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
+        val = data.tf_dataset("validation", params.tune.batch_size)
+        callbacks = standard_callbacks(params, val, data.labels("validation"))
+        callbacks.insert(1, MlflowEpochLogger(run_id))
+        history = model.fit(
+            train, validation_data=val, epochs=params.train.epochs, callbacks=callbacks, verbose=2
+        )
+        epochs_run = len(history.history.get("loss", []))
+        mlflow.log_metric("epochs_run", epochs_run)
+
+        model_path = Path(model_path)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = model_path.with_name(".tmp-" + model_path.name)  # Keras wants the .keras suffix
+        model.save(tmp)
+        tmp.replace(model_path)
+
+        example = next(iter(data.iter_shards("validation")))[0][:2].astype(np.float32)[..., None]
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=tracking.model_requirements(),
+        )
+        result = {
+            "run_id": run_id,
+            "experiment_id": active.info.experiment_id,
+            "model_uri": f"runs:/{run_id}/model",
+            "logged_model_uri": info.model_uri,
+            "dataset_digest": digest,
+            "epochs_run": epochs_run,
+            "tracking_uri": tracking.tracking_uri(),
+        }
+        tracking.write_json(run_info_path, result)
+    print(
+        f"trained {params.model.architecture} for {epochs_run} epochs; run {run_id}",
+        file=sys.stderr,
+    )
+    return result

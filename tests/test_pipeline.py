@@ -1,0 +1,238 @@
+"""End to end: real `dvc repro` and `dvc exp run` in a temporary git repository,
+against a real MLflow server; asserts on what the server and the reports hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import PROJECT
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "seed": 7,
+    "data": {"demo": {"train_clips": 48, "validation_clips": 24, "test_clips": 32}},
+    "features": {"clip_seconds": 1.0, "n_mels": 32, "workers": 2},
+    "tune": {"max_trials": 2, "epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}")
+    return output
+
+
+class Pipeline:
+    def __init__(self, root: Path, env: dict[str, str], experiment: str, model_name: str) -> None:
+        self.root, self.env, self.experiment, self.model_name = root, env, experiment, model_name
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        return _run(list(cmd), self.root, self.env, check)
+
+    def json(self, rel: str) -> Any:
+        return json.loads((self.root / rel).read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Pipeline:
+    """A copy of the project in a fresh git repository, with small params, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(
+        PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, root / name)
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+    tag = uuid.uuid4().hex[:8]
+    experiment, model_name = f"e2e-{tag}", f"e2e-model-{tag}"
+    params = _merge(
+        yaml.safe_load((PROJECT / "params.yaml").read_text()),
+        {
+            **SMALL,
+            "mlflow": {"experiment_name": experiment},
+            "registry": {"model_name": model_name},
+        },
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "DEEPFAKE_AUDIO_VERBOSE": "0",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    env.pop("DVC_EXP_NAME", None)
+    p = Pipeline(root, env, experiment, model_name)
+    p.run("git", "init", "-q", "-b", "main")
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-qm", "project")
+    p.first_repro = p.run("dvc", "repro")
+    return p
+
+
+def _client(url: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=url)
+
+
+def test_repro_writes_reports(pipeline: Pipeline) -> None:
+    metrics = pipeline.json("reports/metrics.json")
+    for key in ("test_eer", "test_accuracy", "threshold", "test_min_dcf", "test_roc_auc"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["test_eer"] <= 1.0
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["synthetic_demo_corpus"] is True
+    assert set(metrics["test_per_attack_eer"]) >= {"A05"}  # the attack training never saw
+    hparams = pipeline.json("models/best_hparams.json")
+    assert hparams["trials_completed"] == 2
+    assert set(hparams["values"]) >= {"filters_1", "learning_rate", "optimizer"}
+    assert (pipeline.root / "models/model.keras").stat().st_size > 0
+    dataset = pipeline.json("reports/dataset.json")
+    assert dataset["per_split"]["train"] == {"bonafide": 24, "spoof": 24}
+
+
+def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server: str) -> None:
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name(pipeline.experiment)
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("stage") == "tune" and "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    lock = yaml.safe_load((pipeline.root / "dvc.lock").read_text())
+    dvc_digest = next(
+        o["md5"] for o in lock["stages"]["dataset"]["outs"] if o["path"] == "data/spectrograms"
+    )
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"trial_id", "tuner_id"} <= set(child.data.tags)
+        assert {
+            "filters_1",
+            "filters_2",
+            "kernel_size_1",
+            "dense_units",
+            "learning_rate",
+            "optimizer",
+        } <= set(child.data.params)
+        history = client.get_metric_history(child.info.run_id, "val_eer")
+        assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
+        assert "objective" in child.data.metrics
+        models = client.search_logged_models(
+            experiment_ids=[experiment.experiment_id],
+            filter_string=f"source_run_id = '{child.info.run_id}'",
+        )
+        assert len(models) == 1
+        assert child.data.tags["dataset_digest"] == dvc_digest  # the tag is DVC's own hash
+    train = [r for r in runs if r.data.tags.get("stage") == "train"]
+    assert len(train) == 1
+    assert train[0].data.metrics["test_eer"] == pytest.approx(
+        pipeline.json("reports/metrics.json")["test_eer"]
+    )
+    assert train[0].inputs.dataset_inputs, "the dataset is logged as an MLflow dataset input"
+    for run in runs:
+        assert run.data.tags.get("git_commit", "unknown") != "unknown"
+        assert "dvc_exp_name" in run.data.tags
+
+
+def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) -> None:
+    client = _client(mlflow_server)
+    report = pipeline.json("reports/registry.json")
+    assert report["model_name"] == pipeline.model_name and report["version"] == 1
+    version = client.get_model_version(pipeline.model_name, "1")
+    assert set(version.aliases) == {"champion", "challenger"}
+    assert {"test_eer", "git_commit", "dvc_exp_name", "dataset_digest"} <= set(version.tags)
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.keras.load_model(f"models:/{pipeline.model_name}@champion")
+    assert model.input_shape[1:] == (32, 101, 1)
+
+
+def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:
+    out = pipeline.run("dvc", "repro")
+    assert "Running stage" not in out
+    assert "up to date" in out
+
+
+def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server: str) -> None:
+    out = pipeline.run("dvc", "exp", "run", "-S", "tune.max_trials=3")
+    assert "Running stage 'dataset'" not in out
+    assert "Running stage 'tune'" in out
+    shown = json.loads(pipeline.run("dvc", "exp", "show", "--json"))
+    found = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            data = node.get("data") or {}
+            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+            metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get(
+                "data"
+            ) or {}
+            if (
+                node.get("name")
+                and params.get("tune", {}).get("max_trials") == 3
+                and "test_eer" in metrics
+            ):
+                found.append(node["name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    assert found, "the experiment and its metrics are in `dvc exp show --json`"
+    name = found[0]
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name(pipeline.experiment)
+    tagged = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.dvc_exp_name = '{name}'"
+    )
+    stages = {r.data.tags.get("stage") for r in tagged}
+    assert {"tune", "train"} <= stages
+    # The search resumed from the persisted tuner state: 2 old trials + 1 new one.
+    parents = [
+        r
+        for r in tagged
+        if r.data.tags.get("stage") == "tune" and "mlflow.parentRunId" not in r.data.tags
+    ]
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
+    )
+    assert len(children) == 3
+    version = client.get_model_version(pipeline.model_name, "2")
+    assert "challenger" in version.aliases
+    assert version.tags["dvc_exp_name"] == name

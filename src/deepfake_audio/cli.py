@@ -38,9 +38,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if args.action == "start":
         url = server.start(root=root, host=args.host, port=args.port)
-        print(
-            f"MLflow tracking server: {url}  (stop: deepfake-audio server stop)"
-        )
+        print(f"MLflow tracking server: {url}  (stop: deepfake-audio server stop)")
     elif args.action == "stop":
         print("stopped" if server.stop(root) else "no server was running from " + str(root))
     else:

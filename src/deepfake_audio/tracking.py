@@ -139,3 +139,36 @@ def model_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("tensorflow", "keras", "numpy")]
+
+
+class _KerasFlavor:
+    """`mlflow.keras` with its model folder created before anything is written to it.
+
+    MLflow 3.17's `mlflow.keras.save_model` writes the input example before it
+    creates the model folder, so `log_model(..., input_example=...)` fails with
+    FileNotFoundError. Everything else is `mlflow.keras` itself.
+    """
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> Any:
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        return mlflow.keras.save_model(path=path, **kwargs)
+
+
+def log_keras_model(model: Any, signature: Any = None, input_example: Any = None) -> Any:
+    """Log a Keras 3 model (MLflow keras flavor) to the active run; returns its ModelInfo."""
+    from mlflow.models import Model
+
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=_KerasFlavor,
+        model=model,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=model_requirements(),
+    )

@@ -74,13 +74,7 @@ def run(
 
         example = next(iter(data.iter_shards("validation")))[0][:2].astype(np.float32)[..., None]
         signature = infer_signature(example, model.predict(example, verbose=0))
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            pip_requirements=tracking.model_requirements(),
-        )
+        info = tracking.log_keras_model(model, signature=signature, input_example=example)
         result = {
             "run_id": run_id,
             "experiment_id": active.info.experiment_id,

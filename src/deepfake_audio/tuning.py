@@ -63,6 +63,7 @@ def _tuner_class(kind: str) -> type:
             from keras_tuner.src.engine import tuner_utils
             from mlflow.tracking import MlflowClient
 
+            from deepfake_audio import tracking
             from deepfake_audio.callbacks import MlflowEpochLogger
 
             client = MlflowClient()
@@ -96,7 +97,7 @@ def _tuner_class(kind: str) -> type:
                 client.log_metric(run_id, f"best_{self.objective_name}", objective)
                 # The search's parent run is the active one; reopen the child beside it.
                 with mlflow.start_run(run_id=run_id, nested=True):
-                    _log_keras_model(self.load_model(trial))
+                    tracking.log_keras_model(self.load_model(trial))
             except Exception as exc:
                 client.set_terminated(run_id, status="FAILED")
                 if isinstance(exc, kt_errors.FatalError):
@@ -110,14 +111,6 @@ def _tuner_class(kind: str) -> type:
 
     TrackedTuner.__name__ = f"Tracked{base.__name__}"
     return TrackedTuner
-
-
-def _log_keras_model(model: Any) -> None:
-    import mlflow
-
-    from deepfake_audio.tracking import model_requirements
-
-    mlflow.keras.log_model(model, name="model", pip_requirements=model_requirements())
 
 
 def make_tuner(params: Params, build_fn: Any, directory: Path, project: str) -> Any:

@@ -644,7 +644,7 @@ def _griffin_lim(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> n
     n_fft = _fft_size(sample_rate)
     hop = n_fft // 4
     mag = np.abs(_stft(x, n_fft, hop))
-    n_iter = int(round(math.exp(rng.uniform(math.log(2), math.log(24)))))
+    n_iter = int(round(math.exp(rng.uniform(math.log(1), math.log(16)))))
     phase = np.exp(1j * rng.uniform(-np.pi, np.pi, mag.shape))
     for _ in range(n_iter):
         est = _stft(_istft(mag * phase, n_fft, hop, len(x)), n_fft, hop)
@@ -667,7 +667,7 @@ def _smoothed_envelope(x: np.ndarray, rng: np.random.Generator, sample_rate: int
     spec = _stft(x, n_fft, hop)
     mag = np.abs(spec)
     log_mag = np.log(mag + 1e-5 * (mag.max() + 1e-12))
-    strength = rng.uniform(0.2, 1.0)
+    strength = rng.uniform(0.3, 1.0)
     ceps = sp_fft.irfft(log_mag, n=n_fft, axis=1)
     keep = max(8, round((40 - 25 * strength) * n_fft / 512))
     ceps[:, keep : n_fft - keep + 1] = 0.0
@@ -708,7 +708,7 @@ def _phase_vocoder(x: np.ndarray, rng: np.random.Generator, sample_rate: int) ->
     delta = np.mod(delta + np.pi, 2.0 * np.pi) - np.pi
     advance = (omega + delta) * (hop_s / hop_a)
     out_phase = np.concatenate([phase[:1], phase[:1] + np.cumsum(advance, axis=0)], axis=0)
-    out_phase += rng.uniform(0.05, 0.8) * rng.uniform(-np.pi, np.pi, out_phase.shape)
+    out_phase += rng.uniform(0.2, 1.0) * rng.uniform(-np.pi, np.pi, out_phase.shape)
     stretched_len = (mag.shape[0] - 1) * hop_s + 1
     y = _istft(mag * np.exp(1j * out_phase), n_fft, hop_s, stretched_len)
     y = y[: max(1, round(n * hop_s / hop_a))]
@@ -768,7 +768,7 @@ def _channel(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.nd
         rir = tail * (10.0 ** (-drr_db / 20.0) / math.sqrt(float(np.sum(tail**2)) + 1e-20))
         rir[0] += 1.0
         x = signal.fftconvolve(x, rir)[:n]
-    snr_db = rng.uniform(5.0, 35.0)
+    snr_db = rng.uniform(10.0, 40.0)
     noise = _coloured_noise(rng, n, rng.uniform(0.0, 2.0))
     x = x + noise * (_rms(x) * 10.0 ** (-snr_db / 20.0))
     x = x * (_TARGET_RMS * 10.0 ** (rng.uniform(*_GAIN_DB) / 20.0) / _rms(x))

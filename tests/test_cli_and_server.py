@@ -1,0 +1,138 @@
+"""The command line, the MLflow server manager and the tracking connection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, free_port
+from deepfake_audio import server, tracking
+from deepfake_audio.errors import UserError
+
+CLI = [sys.executable, "-m", "deepfake_audio.cli"]
+
+
+def run_cli(
+    *args: str, cwd: Path = PROJECT, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_help_lists_every_subcommand_without_tensorflow() -> None:
+    code = (
+        "import sys; from deepfake_audio import cli; cli.build_parser().format_help(); "
+        "import deepfake_audio.params, deepfake_audio.server, deepfake_audio.metrics; "
+        "bad = [m for m in ('tensorflow', 'keras', 'mlflow', 'keras_tuner') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = run_cli("--help").stdout
+    for name in (
+        "server",
+        "dataset",
+        "tune",
+        "train",
+        "evaluate",
+        "register",
+        "promote",
+        "predict",
+    ):
+        assert name in out
+
+
+def test_bad_params_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("tune:\n  tuner: grid\n")
+    proc = run_cli("--params", str(bad), "tune")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tune.tuner: 'grid' is not allowed" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_stage_fails_fast_without_a_server(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    proc = run_cli("--params", str(PROJECT / "params.yaml"), "promote", "--version", "1", env=env)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2
+    assert "no MLflow tracking server answers" in proc.stderr
+    assert "deepfake-audio server start" in proc.stderr
+    assert elapsed < 30  # seconds, not the minutes of MLflow's default retries
+
+
+def test_connect_raises_user_error_on_dead_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(UserError, match="server start"):
+        tracking.connect("anything")
+
+
+def test_server_fixture_is_a_real_mlflow_server(mlflow_server: str) -> None:
+    with urllib.request.urlopen(mlflow_server + "/health", timeout=5) as reply:
+        assert reply.status == 200
+    assert server.is_healthy(mlflow_server)
+
+
+def test_server_start_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("MLFLOW_PORT", str(port))
+    root = tmp_path / "store"
+    url = server.start(root=root, timeout=180)
+    try:
+        assert url == f"http://127.0.0.1:{port}"
+        assert (root / "server.pid").exists() and (root / "server.log").exists()
+        assert (root / "mlflow.db").exists()
+        assert "running: pid" in server.status(root=root)
+        assert server.start(root=root) == url  # idempotent
+    finally:
+        assert server.stop(root) is True
+    assert not server.is_healthy(url)
+    assert not (root / "server.pid").exists()
+    assert server.status(root=root).startswith("stopped")
+    assert server.stop(root) is False
+
+
+def test_bad_port_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_PORT", "http")
+    with pytest.raises(UserError, match="MLFLOW_PORT: 'http' is not a TCP port"):
+        server.port_from_env()
+
+
+def test_directory_digest_matches_dvc(tmp_path: Path) -> None:
+    """Our dataset_digest is the hash DVC itself gives the directory."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.npy").write_bytes(b"\x00\x01" * 1000)
+    (data / "sub" / "b.csv").write_text("x,y\n1,2\n")
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs import LocalFileSystem
+
+    fs = LocalFileSystem()
+    odb = HashFileDB(fs, str(tmp_path / "cache"))
+    _, _, obj = build(odb, str(data), fs, "md5")
+    assert tracking.directory_digest(data) == obj.hash_info.value
+    (data / "a.npy").write_bytes(b"\x00\x02" * 1000)
+    assert tracking.directory_digest(data) != obj.hash_info.value
+
+
+def test_atomic_json_and_clear_read_errors(tmp_path: Path) -> None:
+    path = tmp_path / "r" / "x.json"
+    tracking.write_json(path, {"a": 1})
+    assert tracking.read_json(path, "x") == {"a": 1}
+    assert not list(path.parent.glob(".*.tmp"))
+    path.write_text("{broken")
+    with pytest.raises(UserError, match="not valid JSON"):
+        tracking.read_json(path, "x")
+    with pytest.raises(UserError, match="not found"):
+        tracking.read_json(tmp_path / "nope.json", "x")

@@ -1,0 +1,149 @@
+"""The dataset stage: real decoding, sharding, manifests, checks; and reading it back."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from deepfake_audio import dataset
+from deepfake_audio.errors import UserError
+from deepfake_audio.params import parse_params
+from deepfake_audio.sources import list_clips
+
+SMALL_FEATURES = {"clip_seconds": 0.5, "n_mels": 16, "workers": 2}
+
+
+def _speech_like(seed: int, seconds: float = 0.8, sr: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = rng.uniform(90, 220)
+    wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+    return (0.1 * wave + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def _folders(root: Path, per_class: int = 3) -> Path:
+    seed = 0
+    for split in ("training", "validation", "testing"):
+        for label in ("real", "fake"):
+            d = root / split / label
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                seed += 1
+                sf.write(d / f"{label}_{i}.wav", _speech_like(seed), 16000)
+    return root
+
+
+def _params(root: Path | None = None, **data: object):
+    raw = {"features": SMALL_FEATURES, "data": {"shard_size": 2, **data}}
+    if root is not None:
+        raw["data"].update({"source": "folders", "path": str(root)})
+    else:
+        raw["data"]["demo"] = {"train_clips": 8, "validation_clips": 4, "test_clips": 6}
+    return parse_params(raw)
+
+
+def test_demo_dataset_round_trip(tmp_path: Path) -> None:
+    params = _params()
+    summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert summary["clips"] == 18 and summary["rejected"] == 0
+    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    n_frames = 1 + 8000 // 160
+    assert data.input_shape == (16, n_frames, 1)
+    assert len(data.shards("train")) == 4  # 8 clips, 2 per shard
+    manifest = data.manifest("test")
+    assert set(manifest.columns) >= {
+        "path",
+        "split",
+        "label",
+        "duration_s",
+        "sample_rate",
+        "sha256",
+        "attack",
+    }
+    assert "A05" in set(manifest["attack"])
+    assert data.mean.shape == (16,) and np.all(data.std > 0)
+    report = json.loads((tmp_path / "reports" / "dataset.json").read_text())
+    assert report["per_split"]["validation"] == {"bonafide": 2, "spoof": 2}
+    xs, ys = [], []
+    for x, y in data.tf_dataset("test", batch_size=4).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    x = np.concatenate(xs)
+    assert x.shape == (6, 16, n_frames, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate(ys), manifest["target"].to_numpy())
+    # Shuffled training batches hold the same clips, in another order.
+    shuffled = np.concatenate(
+        [y for _, y in data.tf_dataset("train", 3, shuffle=True, seed=1).as_numpy_iterator()]
+    )
+    assert sorted(shuffled) == sorted(data.labels("train"))
+
+
+def test_demo_dataset_is_deterministic(tmp_path: Path) -> None:
+    params = _params()
+    for name in ("a", "b"):
+        dataset.build(params, list_clips(params), tmp_path / name, tmp_path / f"r{name}")
+    for file in sorted((tmp_path / "a").iterdir()):
+        assert file.read_bytes() == (tmp_path / "b" / file.name).read_bytes(), file.name
+
+
+def test_folders_with_bad_files_are_skipped_and_listed(tmp_path: Path) -> None:
+    root = _folders(tmp_path / "corpus")
+    (root / "training" / "real" / "empty.wav").write_bytes(b"")
+    (root / "training" / "fake" / "notes.wav").write_text("not audio at all")
+    sf.write(root / "validation" / "real" / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(root / "testing" / "fake" / "short.wav", _speech_like(99, seconds=0.05), 16000)
+    params = _params(root)
+    summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert summary["rejected"] == 4 and summary["clips"] == 18
+    with open(tmp_path / "reports" / "bad_files.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {Path(r["path"]).name for r in rows} == {
+        "empty.wav",
+        "notes.wav",
+        "silent.wav",
+        "short.wav",
+    }
+    assert all(r["reason"] for r in rows)
+
+
+def test_fail_mode_stops_at_the_first_bad_file(tmp_path: Path) -> None:
+    root = _folders(tmp_path / "corpus")
+    (root / "training" / "real" / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    params = _params(root, on_bad_file="fail")
+    with pytest.raises(UserError, match="broken.wav") as err:
+        dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "spec").exists()  # nothing half-written where DVC would cache it
+
+
+def test_same_audio_in_two_splits_fails_naming_both(tmp_path: Path) -> None:
+    root = _folders(tmp_path / "corpus")
+    same = root / "training" / "real" / "real_0.wav"
+    (root / "testing" / "real" / "copy.wav").write_bytes(same.read_bytes())
+    params = _params(root)
+    with pytest.raises(
+        UserError, match=r"copy.wav \(test\) has the same audio as training/real/real_0.wav"
+    ):
+        dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+
+
+def test_one_class_split_fails(tmp_path: Path) -> None:
+    root = _folders(tmp_path / "corpus")
+    for file in (root / "validation" / "fake").iterdir():
+        file.unlink()
+    params = _params(root)
+    with pytest.raises(UserError, match="split 'validation' has no spoof clips"):
+        dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+
+
+def test_unknown_layout_and_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "random").mkdir()
+    with pytest.raises(UserError, match="has no split folders"):
+        list_clips(_params(tmp_path))
+    with pytest.raises(UserError, match="is not a directory"):
+        list_clips(_params(tmp_path / "nope"))

@@ -1,0 +1,119 @@
+"""params.yaml validation: every bad key or value is one line naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT
+from deepfake_audio.params import (
+    Choice,
+    FloatRange,
+    IntRange,
+    ParamsError,
+    load_params,
+    parse_params,
+)
+
+
+def project_params() -> dict:
+    return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def test_project_params_are_valid_and_typed() -> None:
+    params = load_params(PROJECT / "params.yaml")
+    assert params.data.source == "demo"
+    assert params.features.kind == "logmel" and params.features.sample_rate == 16000
+    assert params.tune.tuner == "random" and params.tune.objective == "val_eer"
+    assert params.tune.workers == 1
+    space = params.tune.search_space
+    # The notebook's ranges.
+    assert space["filters_1"] == IntRange(32, 128, 32)
+    assert space["filters_2"] == IntRange(64, 256, 64)
+    assert space["kernel_size_1"] == Choice((3, 5))
+    assert space["dense_units"] == IntRange(64, 256, 64)
+    assert space["learning_rate"] == FloatRange(1e-5, 1e-3, "log")
+    assert space["optimizer"] == Choice(("adam", "rmsprop"))
+    assert params.tune.early_stopping.patience == 5
+    assert params.tune.reduce_lr.factor == 0.2 and params.tune.reduce_lr.min_delta == 0.005
+    assert params.mlflow.experiment_name == "deepfake-audio"
+    assert params.registry.model_name == "deepfake-audio-cnn"
+
+
+def test_empty_file_gives_defaults() -> None:
+    params = parse_params(None)
+    assert params.tune.search_space["optimizer"] == Choice(("adam", "rmsprop"))
+    assert params.features.n_frames == 1 + 32000 // 160
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"data": {"source": "s3"}}, "data.source: 's3' is not allowed (allowed: demo, folders"),
+        ({"data": {"on_bad_file": "ignore"}}, "data.on_bad_file: 'ignore' is not allowed"),
+        ({"data": {"source": "folders"}}, "data.path: is required when data.source is 'folders'"),
+        (
+            {"tune": {"tuner": "grid"}},
+            "tune.tuner: 'grid' is not allowed (allowed: random, bayesian",
+        ),
+        ({"tune": {"objective": "loss"}}, "tune.objective: 'loss' is not allowed"),
+        ({"tune": {"max_trials": 0}}, "tune.max_trials: 0 is below the minimum 1"),
+        ({"tune": {"epochs": "ten"}}, "tune.epochs: 'ten' is not an integer"),
+        ({"tune": {"maxtrials": 3}}, "tune.maxtrials: unknown key (allowed: tuner"),
+        ({"tune": {"batch_size": True}}, "tune.batch_size: True is not an integer"),
+        ({"features": {"sample_rate": 100}}, "features.sample_rate: 100 is below the minimum"),
+        ({"features": {"kind": "mfcc"}}, "features.kind: 'mfcc' is not allowed"),
+        ({"features": {"win_length": 1024}}, "features.win_length: 1024 exceeds n_fft 512"),
+        ({"model": {"architecture": "resnet"}}, "model.architecture: 'resnet' is not allowed"),
+        ({"registry": {"promote_min_improvement": -1}}, "registry.promote_min_improvement: -1"),
+        (
+            {"mlflow": {"experiment_name": ""}},
+            "mlflow.experiment_name: '' is not a non-empty string",
+        ),
+        ({"colour": 1}, "colour: unknown key"),
+        (
+            {"tune": {"search_space": {"learning_rate": {"min": 0, "max": 1, "sampling": "log"}}}},
+            "tune.search_space: missing filters_1",
+        ),
+    ],
+)
+def test_bad_values_name_the_key(patch: dict, message: str) -> None:
+    raw = project_params()
+    for section, values in patch.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_search_space_entries_are_checked() -> None:
+    raw = project_params()
+    raw["tune"]["search_space"]["learning_rate"] = {"min": 0.0, "max": 1e-3, "sampling": "log"}
+    with pytest.raises(ParamsError, match="learning_rate.min: log sampling needs a positive min"):
+        parse_params(raw)
+    raw = project_params()
+    raw["tune"]["search_space"]["optimizer"] = ["adam", "sgd"]
+    with pytest.raises(ParamsError, match="optimizer: must be a list drawn from: adam, rmsprop"):
+        parse_params(raw)
+    raw = project_params()
+    raw["tune"]["search_space"]["filters_1"] = {"min": 128, "max": 32}
+    with pytest.raises(ParamsError, match="filters_1: min 128 is above max 32"):
+        parse_params(raw)
+
+
+def test_load_params_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("tune: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML at line"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad.write_text("tune:\n  tuner: grid\n")
+    with pytest.raises(ParamsError, match=r"^.*params.yaml: tune.tuner: 'grid'"):
+        load_params(bad)

@@ -141,6 +141,13 @@ def _workers(fp: FeaturesParams) -> int:
     return fp.workers or os.cpu_count() or 1
 
 
+def _init_worker() -> None:
+    """One BLAS thread per worker process: the pool already uses every core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 class _ShardWriter:
     """Streams one split's features into fixed-size .npy shards, atomically each."""
 
@@ -198,7 +205,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
     first_seen: dict[str, str] = {}
     stats: dict[str, Any] = {}
     context = multiprocessing.get_context("fork")
-    with context.Pool(_workers(fp)) as pool:
+    with context.Pool(_workers(fp), initializer=_init_worker) as pool:
         for split in SPLITS:
             split_clips = [c for c in clips if c.split == split]
             writer = _ShardWriter(tmp, split, params.data.shard_size, fp.n_mels)

@@ -58,9 +58,9 @@ class ParamsError(UserError):
 
 @dataclass(frozen=True)
 class DemoParams:
-    train_clips: int = 600
-    validation_clips: int = 200
-    test_clips: int = 400
+    train_clips: int = 400
+    validation_clips: int = 160
+    test_clips: int = 320
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class TuneParams:
     objective: str = "val_eer"
     max_trials: int = 4
     executions_per_trial: int = 1
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     workers: int = 1
     search_space: dict[str, Hyperparameter] = field(default_factory=dict)
@@ -156,7 +156,7 @@ class TuneParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 15
+    epochs: int = 10
 
 
 @dataclass(frozen=True)

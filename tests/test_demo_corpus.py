@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import signal
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -258,7 +258,7 @@ def test_generate_rejects_inconsistent_clips() -> None:
 
 # --- no shortcuts, and a calibrated difficulty -------------------------------------------
 
-CALIBRATION = (("train", 120), ("test", 120))
+CALIBRATION = (("train", 120), ("test", 160))
 
 
 def test_loudness_does_not_separate_the_classes() -> None:
@@ -268,10 +268,12 @@ def test_loudness_does_not_separate_the_classes() -> None:
     is_bona = np.array([c.label == "bonafide" for c in plan])
     mean_bona, mean_spoof = rms[is_bona].mean(), rms[~is_bona].mean()
     assert abs(mean_bona - mean_spoof) / max(mean_bona, mean_spoof) < 0.2
-    # Not only the means: RMS alone should rank the classes close to chance.
-    fpr, tpr, _ = roc_curve(is_bona, rms)
-    auc = float(np.trapezoid(tpr, fpr))
-    assert 0.3 < auc < 0.7
+    # The random gain spreads levels over 14 dB, so the 20 % rule alone would
+    # miss a constant 2 dB offset between the classes; the mean level in dB
+    # (standard error ~0.5 dB here) and the rank statistic do not.
+    level_db = 20.0 * np.log10(rms)
+    assert abs(level_db[is_bona].mean() - level_db[~is_bona].mean()) < 1.5
+    assert 0.35 < roc_auc_score(is_bona, rms) < 0.65
 
 
 def _log_mel_stats(wave: np.ndarray, sample_rate: int = 16000, n_bands: int = 40) -> np.ndarray:
@@ -292,6 +294,13 @@ def _log_mel_stats(wave: np.ndarray, sample_rate: int = 16000, n_bands: int = 40
 
 
 def test_simple_classifier_is_neither_perfect_nor_at_chance() -> None:
+    """Mean+std of log mel-band energies, logistic regression, train -> test EER.
+
+    Measured ~0.27 for this seed (0.23-0.36 over other seeds at this size).
+    The upper bound is 0.40 rather than 0.45 because with 80 + 80 test clips
+    a chance-level detector scores 0.50 +- 0.055, so 0.45 would let a corpus
+    whose spoofs carry no trace at all pass one time in five.
+    """
     plan = _plan(0, CALIBRATION)
     waves = _waves(0, CALIBRATION)
     features = np.array([_log_mel_stats(w) for w in waves])
@@ -300,4 +309,4 @@ def test_simple_classifier_is_neither_perfect_nor_at_chance() -> None:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     model.fit(features[train], is_bona[train])
     eer = _eer(is_bona[~train], model.decision_function(features[~train]))
-    assert 0.02 < eer < 0.45, f"test EER {eer:.3f}"
+    assert 0.02 < eer < 0.40, f"test EER {eer:.3f}"

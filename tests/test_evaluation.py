@@ -34,6 +34,12 @@ def test_threshold_comes_from_validation_not_test() -> None:
     assert set(s["test_per_attack_eer"]) == {"A01", "A05"}
     assert s["test_per_attack_eer"]["A01"] == 0.0
     assert 0 <= s["test_min_dcf"] <= 1 and 0 <= s["test_roc_auc"] <= 1
+    d = evaluation.details(s["threshold"], test_scores, test_targets)
+    (tn, fp), (fn, tp) = d["confusion_matrix"]["matrix"]
+    assert tp == int(np.sum((predicted == 1) & (test_targets == 1)))
+    assert tn == int(np.sum((predicted == 0) & (test_targets == 0)))
+    assert tn + fp + fn + tp == 6
+    assert d["classification_report"]["accuracy"] == pytest.approx(s["test_accuracy"])
 
 
 def test_plots_are_written_for_dvc(tmp_path: Path) -> None:

@@ -109,6 +109,8 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
     assert 0.0 <= metrics["test_eer"] <= 1.0
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["synthetic_demo_corpus"] is True
+    details = pipeline.json("reports/evaluation.json")
+    assert sum(map(sum, details["confusion_matrix"]["matrix"])) == 32
     assert set(metrics["test_per_attack_eer"]) >= {"A05"}  # the attack training never saw
     hparams = pipeline.json("models/best_hparams.json")
     assert hparams["trials_completed"] == 2

@@ -67,6 +67,11 @@ def test_champion_gate(
     assert gate(new, champion, min_improvement) is promoted
 
 
+def test_gate_never_compares_eers_of_different_test_data() -> None:
+    assert gate(0.01, 0.30, 0.005, same_data=False) is False
+    assert gate(0.01, None, 0.005, same_data=False) is True
+
+
 def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     from conftest import PROJECT
     from deepfake_audio import models

@@ -37,10 +37,22 @@ def _champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def gate(new_eer: float, champion_eer: float | None, min_improvement: float) -> bool:
-    """True when the new version should become champion."""
+def gate(
+    new_eer: float,
+    champion_eer: float | None,
+    min_improvement: float,
+    same_data: bool = True,
+) -> bool:
+    """True when the new version should become champion.
+
+    EERs measured on different test data do not compare: a version trained and
+    tested on another dataset never replaces the champion by itself (promote
+    it by hand once you trust the new data).
+    """
     if champion_eer is None:
         return True
+    if not same_data:
+        return False
     return new_eer <= champion_eer - min_improvement
 
 
@@ -79,7 +91,10 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     current = _champion(client, name)
     champion_eer = _version_eer(client, name, current.version) if current else None
-    promoted = gate(summary["test_eer"], champion_eer, params.registry.promote_min_improvement)
+    same_data = current is None or current.tags.get("dataset_digest") == tags["dataset_digest"]
+    promoted = gate(
+        summary["test_eer"], champion_eer, params.registry.promote_min_improvement, same_data
+    )
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     aliases = sorted(client.get_model_version(name, version.version).aliases)
@@ -95,13 +110,18 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
         else None,
         "model_uri": f"models:/{name}/{version.version}",
     }
-    verdict = (
-        "now champion"
-        if promoted
-        else f"champion stays version {current.version} (EER {champion_eer:.2%}; "
-        f"needs an improvement "
-        f"of {params.registry.promote_min_improvement:.2%})"
-    )
+    if promoted:
+        verdict = "now champion"
+    elif not same_data:
+        verdict = (
+            f"champion stays version {current.version}: it was tested on other data, so the "
+            f"EERs do not compare (deepfake-audio promote --version {version.version} to switch)"
+        )
+    else:
+        verdict = (
+            f"champion stays version {current.version} (EER {champion_eer:.2%}; needs an "
+            f"improvement of {params.registry.promote_min_improvement:.2%})"
+        )
     print(f"registered {name} version {version.version} (challenger); {verdict}", file=sys.stderr)
     return result
 

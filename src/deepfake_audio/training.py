@@ -61,7 +61,12 @@ def run(
         callbacks = standard_callbacks(params, val, data.labels("validation"))
         callbacks.insert(1, MlflowEpochLogger(run_id))
         history = model.fit(
-            train, validation_data=val, epochs=params.train.epochs, callbacks=callbacks, verbose=2
+            train,
+            validation_data=val,
+            epochs=params.train.epochs,
+            callbacks=callbacks,
+            verbose=2,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
         )
         epochs_run = len(history.history.get("loss", []))
         mlflow.log_metric("epochs_run", epochs_run)

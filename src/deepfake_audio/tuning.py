@@ -194,6 +194,7 @@ def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[s
             epochs=params.tune.epochs,
             callbacks=callbacks,
             verbose=int(os.environ.get("DEEPFAKE_AUDIO_VERBOSE", "2")),
+            shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
         )
         best = tuner.oracle.get_best_trials(1)
         if not best:

@@ -42,7 +42,8 @@ def summarise(
     notebook_report = metrics.binary_report(test_targets, test_scores, eer_threshold)
     min_dcf, _ = metrics.min_dcf(bona, spoof)
     per_attack = {}
-    for attack in sorted(set(test_attacks[test_targets == 0])):
+    known = set(test_attacks[test_targets == 0]) - {"-", ""}  # "-": the source names no attack
+    for attack in sorted(known):
         attack_spoof = test_scores[(test_targets == 0) & (test_attacks == attack)]
         try:
             per_attack[attack] = round(metrics.compute_eer(bona, attack_spoof)[0], 6)

@@ -103,6 +103,8 @@ def log_dataset_input(dataset_dir: Path, digest: str, context: str) -> None:
 
     frames = [pd.read_csv(p) for p in sorted(Path(dataset_dir).glob("manifest_*.csv"))]
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    # Floats, not ints, in the schema MLflow infers: it warns that ints cannot hold NaN.
+    manifest = manifest.astype({c: "float64" for c in manifest.select_dtypes("integer").columns})
     dataset = mlflow.data.from_pandas(
         manifest,
         source=str(Path(dataset_dir).resolve()),

@@ -96,6 +96,13 @@ def test_trials_are_child_runs_and_a_search_resumes(tmp_path: Path, mlflow_serve
     assert len(first) == 2
     assert all(r.info.status == "FINISHED" and "units" in r.data.params for r in first)
     assert all(client.get_metric_history(r.info.run_id, "val_loss") for r in first)
+    # A trial run left RUNNING by a killed stage is closed as KILLED on resume.
+    from deepfake_audio.tuning import mark_interrupted_trials
+
+    parent_id = first[0].data.tags["mlflow.parentRunId"]
+    orphan = client.create_run(experiment.experiment_id, tags={"mlflow.parentRunId": parent_id})
+    assert mark_interrupted_trials(parent_id) == [orphan.info.run_id]
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
     # Same directory and project, a bigger budget: only the new trial runs.
     tuner = search(3)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.trial_id != ''")

@@ -179,6 +179,7 @@ def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[s
         )
         mlflow.log_metric("max_trials", params.tune.max_trials)
         tracking.log_dataset_input(dataset_dir, digest, context="tuning")
+        mark_interrupted_trials(parent.info.run_id)
         tuner.mlflow_parent_run_id = parent.info.run_id
         tuner.mlflow_tags = tags
         tuner.objective_name = params.tune.objective
@@ -221,6 +222,27 @@ def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[s
         file=sys.stderr,
     )
     return result
+
+
+def mark_interrupted_trials(parent_run_id: str) -> list[str]:
+    """Trial runs of this search left RUNNING by a killed stage become KILLED.
+
+    keras-tuner reruns an interrupted trial under the same id; its old MLflow
+    run would otherwise stay RUNNING forever next to the new one.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    stale = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in stale:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def _resume_parent(path: Path) -> str | None:

@@ -74,3 +74,15 @@ def test_search_space_declares_the_notebook_hyperparameters() -> None:
     }
     lr = next(p for p in hp.space if p.name == "learning_rate")
     assert (lr.min_value, lr.max_value, lr.sampling) == (1e-5, 1e-3, "log")
+
+
+def test_missing_or_corrupt_model_file_is_a_one_line_error(tmp_path) -> None:
+    from deepfake_audio.errors import UserError
+
+    with pytest.raises(UserError, match="model file not found"):
+        models.load(tmp_path / "none.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(UserError, match="not a loadable Keras model") as err:
+        models.load(bad)
+    assert "\n" not in str(err.value)

@@ -139,17 +139,16 @@ def run(
     metrics_path: Path,
     plots: Path,
 ) -> dict[str, Any]:
-    import keras
     import mlflow
 
-    from deepfake_audio import runtime, tracking
+    from deepfake_audio import models, runtime, tracking
     from deepfake_audio.dataset import SpectrogramDataset
 
     run_info = tracking.read_json(run_info_path, "the training run")
     tracking.connect(params.mlflow.experiment_name)
     runtime.configure(params.seed)
     data = SpectrogramDataset(dataset_dir)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = models.load(model_path)
     batch = params.tune.batch_size
     val_scores = scores_for(model, data, "validation", batch)
     test_scores = scores_for(model, data, "test", batch)

@@ -12,11 +12,13 @@ ranking without saturating into ties, which would make the EER meaningless.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from deepfake_audio.errors import UserError
 from deepfake_audio.params import Choice, FloatRange, Hyperparameter, IntRange, Params
 
 # Keras' default batch-norm momentum (0.99) stalls on small corpora; 0.9 does not.
@@ -121,3 +123,17 @@ def hypermodel(
         return build(values, params.model.architecture, input_shape, mean, std)
 
     return build_from_hp
+
+
+def load(path: str | Path) -> keras.Model:
+    """Load a saved .keras model in safe mode (no arbitrary code), with a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found (run `dvc repro train`)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise UserError(
+            f"{path}: not a loadable Keras model ({type(exc).__name__}); "
+            "delete it and run `dvc repro train` to rebuild it"
+        ) from None

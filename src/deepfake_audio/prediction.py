@@ -39,10 +39,10 @@ def expand(inputs: list[str]) -> list[Path]:
 def load_model(params: Params, uri: str | None) -> tuple[Any, float, str]:
     """The Keras model and its decision threshold (a bona fide logit)."""
     uri = uri or f"models:/{params.registry.model_name}@champion"
-    if Path(uri).suffix == ".keras" and Path(uri).exists():
-        import keras
+    if Path(uri).suffix == ".keras":
+        from deepfake_audio import models
 
-        return keras.saving.load_model(uri, safe_mode=True), 0.0, uri
+        return models.load(uri), 0.0, uri
     import mlflow
     from mlflow.exceptions import MlflowException
 

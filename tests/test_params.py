@@ -53,7 +53,10 @@ def test_empty_file_gives_defaults() -> None:
     [
         ({"data": {"source": "s3"}}, "data.source: 's3' is not allowed (allowed: demo, folders"),
         ({"data": {"on_bad_file": "ignore"}}, "data.on_bad_file: 'ignore' is not allowed"),
-        ({"data": {"source": "folders"}}, "data.path: is required when data.source is 'folders'"),
+        (
+            {"data": {"source": "folders", "path": None}},
+            "data.path: is required when data.source is 'folders'",
+        ),
         (
             {"tune": {"tuner": "grid"}},
             "tune.tuner: 'grid' is not allowed (allowed: random, bayesian",

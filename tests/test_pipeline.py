@@ -63,6 +63,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Pi
     )
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(PROJECT / name, root / name)
+    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
     (root / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)

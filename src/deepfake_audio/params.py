@@ -66,7 +66,7 @@ class DemoParams:
 @dataclass(frozen=True)
 class DataParams:
     source: str = "demo"
-    path: str | None = None
+    path: str | None = "data/raw"
     on_bad_file: str = "skip"
     demo: DemoParams = field(default_factory=DemoParams)
     # Clips written per shard file: bounds memory when reading and writing.
@@ -338,7 +338,7 @@ def parse_params(raw: Any) -> Params:
     )
     data = DataParams(
         source=_choice(d, "data", "source", "demo", SOURCES),
-        path=_str(d, "data", "path", None, optional=True),
+        path=_str(d, "data", "path", "data/raw", optional=True),
         on_bad_file=_choice(d, "data", "on_bad_file", "skip", ON_BAD_FILE),
         demo=demo,
         shard_size=_int(d, "data", "shard_size", 512, lo=1),

@@ -69,6 +69,8 @@ class DataParams:
     path: str | None = "data/raw"
     on_bad_file: str = "skip"
     demo: DemoParams = field(default_factory=DemoParams)
+    # asvspoof source: one protocol file per split, relative to data.path.
+    protocols: dict[str, str] = field(default_factory=dict)
     # Clips written per shard file: bounds memory when reading and writing.
     shard_size: int = 512
 
@@ -324,6 +326,11 @@ def _search_space(raw: Any) -> dict[str, Hyperparameter]:
     return space
 
 
+def _protocols(raw: Any) -> dict[str, str]:
+    raw = _check_keys(raw, "data.protocols", ("train", "validation", "test"))
+    return {split: _str(raw, "data.protocols", split, None) for split in raw}
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into `Params`."""
     raw = _check_keys(raw, "", _names(Params))
@@ -341,6 +348,7 @@ def parse_params(raw: Any) -> Params:
         path=_str(d, "data", "path", "data/raw", optional=True),
         on_bad_file=_choice(d, "data", "on_bad_file", "skip", ON_BAD_FILE),
         demo=demo,
+        protocols=_protocols(d.get("protocols")),
         shard_size=_int(d, "data", "shard_size", 512, lo=1),
     )
     if data.source != "demo" and data.path is None:

@@ -41,9 +41,13 @@ def list_clips(params: Params) -> list[Clip]:
         from deepfake_audio.sources import folders
 
         return folders.list_clips(params)
+    if source == "asvspoof":
+        from deepfake_audio.sources import asvspoof
+
+        return asvspoof.list_clips(params)
     raise UserError(
         f"data.source: {source!r} is accepted by params.yaml but not implemented in this "
-        "version yet (available: demo, folders)"
+        "version yet (available: demo, folders, asvspoof)"
     )
 
 

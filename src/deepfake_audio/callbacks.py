@@ -9,6 +9,7 @@ same underlying objects.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import keras
@@ -67,6 +68,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         return MlflowEpochLogger(self.run_id, self.state)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         metrics = {}
@@ -84,10 +86,6 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         except (AttributeError, TypeError, ValueError):
             pass
         if metrics:
-            import time
-
-            from mlflow.entities import Metric
-
             now = int(time.time() * 1000)
             step = self.state["step"]
             MlflowClient().log_batch(

@@ -356,12 +356,15 @@ class SpectrogramDataset:
         self, split: str, order: np.ndarray | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features, targets) one shard at a time; memory is one shard, not the split."""
-        manifest = self.manifest(split)
+        manifest = self.manifest(split).sort_values(["shard", "row"])
+        targets = {
+            int(shard): rows.to_numpy(dtype=np.float32)
+            for shard, rows in manifest.groupby("shard")["target"]
+        }
         shards = self.shards(split)
         for i in order if order is not None else range(len(shards)):
             x = np.load(shards[i])
-            rows = manifest[manifest["shard"] == i].sort_values("row")
-            y = rows["target"].to_numpy(dtype=np.float32)
+            y = targets.get(int(i), np.empty(0, dtype=np.float32))
             if len(y) != len(x):
                 raise UserError(f"{shards[i]}: {len(x)} clips but the manifest lists {len(y)}")
             yield x, y

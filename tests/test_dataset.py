@@ -143,7 +143,7 @@ def test_one_class_split_fails(tmp_path: Path) -> None:
 
 def test_unknown_layout_and_missing_path(tmp_path: Path) -> None:
     (tmp_path / "random").mkdir()
-    with pytest.raises(UserError, match="has no split folders"):
+    with pytest.raises(UserError, match="has neither split folders"):
         list_clips(_params(tmp_path))
     with pytest.raises(UserError, match="is not a directory"):
         list_clips(_params(tmp_path / "nope"))

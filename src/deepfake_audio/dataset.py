@@ -3,8 +3,11 @@
 Layout, one folder that DVC versions as a whole:
 
     manifest_<split>.csv     one row per clip: where it came from, its label, its shard row
-    <split>-<NNNNN>.npy      float16 log-mel shards, shape (clips, n_mels, n_frames)
-    stats.json               feature settings, input shape, per-mel-bin mean/std of train
+    <split>-<NNNNN>.npy      float16 feature shards, shape (clips, *feature_shape):
+                             log-mel (n_mels, frames), LFCC (3 * n_coeffs, frames)
+                             or RGB images (height, width, 3)
+    stats.json               feature settings, shapes, mean/std of the training split
+                             (per mel bin / coefficient, or per colour channel)
 
 Features are computed once here, in worker processes, and streamed to shards
 of bounded size, so memory stays flat however many clips there are. Training
@@ -57,11 +60,27 @@ class _Task:
     features: FeaturesParams
 
 
-def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
-    """The one feature transform, shared by the dataset stage and serving."""
-    from deepfake_audio.features import log_mel_spectrogram
+class BadFile(Exception):
+    """A clip the stage cannot use; its message is the one-line reason."""
 
-    return log_mel_spectrogram(
+
+def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
+    """The one audio feature transform, shared by the dataset stage and serving."""
+    from deepfake_audio import features
+
+    if fp.kind == "lfcc":
+        return features.lfcc(
+            wave,
+            sample_rate=fp.sample_rate,
+            n_fft=fp.n_fft,
+            win_length=fp.lfcc.win_length,
+            hop_length=fp.lfcc.hop_length,
+            n_filters=fp.lfcc.n_filters,
+            n_coeffs=fp.lfcc.n_coeffs,
+            fmin=fp.fmin,
+            fmax=fp.fmax,
+        )
+    return features.log_mel_spectrogram(
         wave,
         sample_rate=fp.sample_rate,
         n_fft=fp.n_fft,
@@ -73,68 +92,83 @@ def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
     )
 
 
-def _load_wave(task: _Task) -> tuple[np.ndarray, dict[str, Any]]:
-    clip, fp = task.clip, task.features
-    if clip.demo_seed is not None:
-        from deepfake_audio.sources.demo import DemoClip, generate_clip
+def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str, Any]]:
+    """Features of one file plus its manifest metadata; `BadFile` if it is unusable.
 
-        demo = DemoClip(
-            clip_id=clip.clip_id,
-            split=clip.split,
-            label=clip.label,
-            speaker=clip.speaker,
-            attack=clip.attack,
-            seed=clip.demo_seed,
-        )
-        wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=fp.clip_seconds)
-        digest = hashlib.sha256(np.ascontiguousarray(wave).tobytes()).hexdigest()
-        return wave, {
-            "duration_s": fp.clip_seconds,
-            "sample_rate": fp.sample_rate,
-            "sha256": digest,
-        }
+    The dataset stage and `predict` both come through here, so a file is decoded,
+    cut and transformed the same way in training and at serving time.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadFile(f"{path}: cannot read ({exc.strerror})") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if fp.kind == "image":
+        from deepfake_audio.images import ImageError, load_image
+
+        try:
+            image, _ = load_image(path, fp.image_size)
+        except ImageError as exc:
+            raise BadFile(str(exc)) from None
+        return image, {"duration_s": "", "sample_rate": "", "sha256": sha}
+
+    import io
 
     import soundfile
 
     from deepfake_audio.audio import AudioError, load_clip
 
-    path = Path(task.root) / clip.path
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AudioError(f"{clip.path}: cannot read ({exc.strerror})") from None
-    try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(io.BytesIO(raw))
         duration, rate = float(info.duration), int(info.samplerate)
     except Exception:  # noqa: BLE001 - load_clip below reports the real reason
         duration, rate = 0.0, 0
-    wave = load_clip(
-        path,
-        sample_rate=fp.sample_rate,
-        clip_seconds=fp.clip_seconds,
-        crop=fp.crop,
-        pad=fp.pad,
+    try:
+        wave = load_clip(
+            path,
+            sample_rate=fp.sample_rate,
+            clip_seconds=fp.clip_seconds,
+            crop=fp.crop,
+            pad=fp.pad,
+        )
+        feats = clip_features(wave, fp)
+    except (AudioError, ValueError) as exc:
+        raise BadFile(str(exc)) from None
+    return feats, {"duration_s": round(duration, 4), "sample_rate": rate, "sha256": sha}
+
+
+def _demo_features(clip: Clip, fp: FeaturesParams) -> tuple[np.ndarray, dict[str, Any]]:
+    from deepfake_audio.sources.demo import DemoClip, generate_clip
+
+    demo = DemoClip(
+        clip_id=clip.clip_id,
+        split=clip.split,
+        label=clip.label,
+        speaker=clip.speaker,
+        attack=clip.attack,
+        seed=clip.demo_seed,  # type: ignore[arg-type]
     )
-    meta = {
-        "duration_s": round(duration, 4),
-        "sample_rate": rate,
-        "sha256": hashlib.sha256(raw).hexdigest(),
-    }
-    return wave, meta
+    wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=fp.clip_seconds)
+    digest = hashlib.sha256(np.ascontiguousarray(wave).tobytes()).hexdigest()
+    meta = {"duration_s": fp.clip_seconds, "sample_rate": fp.sample_rate, "sha256": digest}
+    return clip_features(wave, fp), meta
 
 
 def _extract(task: _Task) -> tuple[int, np.ndarray | None, dict[str, Any]]:
     """Runs in a worker process: one clip in, its float16 features (or its error) out."""
-    from deepfake_audio.audio import AudioError
-
+    clip, fp = task.clip, task.features
     try:
-        wave, meta = _load_wave(task)
-        feats = clip_features(wave, task.features)
+        if clip.demo_seed is not None:
+            feats, meta = _demo_features(clip, fp)
+        else:
+            feats, meta = file_features(Path(task.root) / clip.path, fp)
         if not np.all(np.isfinite(feats)):
-            raise AudioError(f"{task.clip.path}: features are not finite")
+            raise BadFile(f"{clip.path}: features are not finite")
         return task.index, feats.astype(np.float16), meta
-    except AudioError as exc:
-        return task.index, None, {"error": str(exc)}
+    except BadFile as exc:
+        # Name the file relative to data.path, as the manifests and bad_files.csv do.
+        message = str(exc).replace(str(Path(task.root) / clip.path), clip.path)
+        return task.index, None, {"error": message}
 
 
 def _workers(fp: FeaturesParams) -> int:
@@ -148,22 +182,34 @@ def _init_worker() -> None:
     threadpool_limits(1)
 
 
+def norm_axes(feature_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Axes a clip's features are averaged over for the normalisation statistics.
+
+    Spectral features (rows, frames) get one statistic per row (mel bin or
+    cepstral coefficient), averaged over time; RGB images (height, width, 3)
+    get one per colour channel.
+    """
+    return (0, 1) if len(feature_shape) == 3 else (1,)
+
+
 class _ShardWriter:
     """Streams one split's features into fixed-size .npy shards, atomically each."""
 
-    def __init__(self, out: Path, split: str, shard_size: int, n_mels: int) -> None:
+    def __init__(self, out: Path, split: str, shard_size: int, feature_shape: tuple[int, ...]):
         self.out, self.split, self.shard_size = out, split, shard_size
+        self.axes = norm_axes(feature_shape)
+        size = feature_shape[-1] if len(feature_shape) == 3 else feature_shape[0]
         self.buffer: list[np.ndarray] = []
         self.shard = 0
-        self.sum = np.zeros(n_mels, dtype=np.float64)
-        self.sumsq = np.zeros(n_mels, dtype=np.float64)
-        self.frames = 0
+        self.sum = np.zeros(size, dtype=np.float64)
+        self.sumsq = np.zeros(size, dtype=np.float64)
+        self.count = 0
 
     def add(self, feats: np.ndarray) -> tuple[int, int]:
         f64 = feats.astype(np.float64)
-        self.sum += f64.sum(axis=1)
-        self.sumsq += (f64 * f64).sum(axis=1)
-        self.frames += feats.shape[1]
+        self.sum += f64.sum(axis=self.axes)
+        self.sumsq += (f64 * f64).sum(axis=self.axes)
+        self.count += int(np.prod([feats.shape[a] for a in self.axes]))
         self.buffer.append(feats)
         where = (self.shard, len(self.buffer) - 1)
         if len(self.buffer) >= self.shard_size:
@@ -181,103 +227,147 @@ class _ShardWriter:
         self.buffer = []
         self.shard += 1
 
+    def statistics(self) -> dict[str, Any]:
+        mean = self.sum / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.sumsq / max(self.count, 1) - mean**2, 1e-8))
+        return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
 
-def _progress(split: str, done: int, total: int, started: float) -> None:
-    rate = done / max(time.monotonic() - started, 1e-9)
-    end = "\n" if done == total else ""
-    print(f"\r{split:>10}: {done}/{total} clips, {rate:.0f} clips/s", end=end, file=sys.stderr)
+
+class _Progress:
+    """A progress bar with clips/s on stderr; plain lines every 10 % when not a terminal."""
+
+    def __init__(self, split: str, total: int) -> None:
+        self.split, self.total = split, total
+        self.started = self.shown = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.step = max(total // 10, 1)
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        last = done == self.total
+        if self.tty and not last and now - self.shown < 0.2:
+            return
+        if not self.tty and not last and done % self.step:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        filled = int(24 * done / max(self.total, 1))
+        bar = "#" * filled + "." * (24 - filled)
+        line = (
+            f"{self.split:>10} [{bar}] {done}/{self.total} clips, {rate:.0f} clips/s, "
+            f"eta {eta:.0f} s"
+        )
+        if self.tty:
+            print("\r" + line, end="\n" if last else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
-def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[str, Any]:
-    """Decode, featurise and shard every clip; write manifests, stats and reports.
-
-    Writes into a temporary folder next to `out` and renames it at the end, so a
-    crash or Ctrl-C never leaves a half-built dataset where DVC would cache it.
-    """
+def _write_splits(
+    params: Params, clips: list[Clip], tmp: Path
+) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float]:
+    """Shards and manifests of every split into `tmp`: (counts, train stats, bad files, seconds)."""
     fp = params.features
     root = params.data.path or "."
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     bad: list[dict[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
-    first_seen: dict[str, str] = {}
+    # sha256 (raw 32 bytes) -> (split, clip index): finds the same audio in two splits.
+    first_seen: dict[bytes, tuple[str, int]] = {}
     stats: dict[str, Any] = {}
+    seconds = 0.0  # duration of the source audio kept, before crop/pad
     context = multiprocessing.get_context("fork")
     with context.Pool(_workers(fp), initializer=_init_worker) as pool:
         for split in SPLITS:
             split_clips = [c for c in clips if c.split == split]
-            writer = _ShardWriter(tmp, split, params.data.shard_size, fp.n_mels)
-            rows: list[dict[str, Any]] = []
+            writer = _ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
+            per_label: Counter[str] = Counter()
+            progress = _Progress(split, len(split_clips))
             tasks = (_Task(i, c, root, fp) for i, c in enumerate(split_clips))
-            started = time.monotonic()
-            for done, (index, feats, meta) in enumerate(
-                pool.imap(_extract, tasks, chunksize=8), start=1
-            ):
-                clip = split_clips[index]
-                if feats is None:
-                    if params.data.on_bad_file == "fail":
-                        raise UserError(meta["error"])
-                    bad.append({"path": clip.path, "split": split, "reason": meta["error"]})
-                    continue
-                other = first_seen.setdefault(meta["sha256"], f"{split}:{clip.path}")
-                if not other.startswith(f"{split}:"):
-                    raise UserError(
-                        f"{clip.path} ({split}) has the same audio as {other.split(':', 1)[1]} "
-                        f"({other.split(':', 1)[0]}): the same clip in two splits leaks the test"
+            with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
+                manifest = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+                manifest.writeheader()
+                for done, (index, feats, meta) in enumerate(
+                    pool.imap(_extract, tasks, chunksize=8), start=1
+                ):
+                    progress.update(done)
+                    clip = split_clips[index]
+                    if feats is None:
+                        if params.data.on_bad_file == "fail":
+                            raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
+                        bad.append({"path": clip.path, "split": split, "reason": meta["error"]})
+                        continue
+                    key = bytes.fromhex(meta["sha256"])
+                    other_split, other = first_seen.setdefault(key, (split, index))
+                    if other_split != split:
+                        other_path = [c for c in clips if c.split == other_split][other].path
+                        raise UserError(
+                            f"{clip.path} ({split}) has the same audio as {other_path} "
+                            f"({other_split}): the same clip in two splits leaks the test"
+                        )
+                    shard, row = writer.add(feats)
+                    per_label[clip.label] += 1
+                    seconds += float(meta["duration_s"] or 0.0)
+                    manifest.writerow(
+                        {
+                            "clip_id": clip.clip_id,
+                            "path": clip.path,
+                            "split": split,
+                            "label": clip.label,
+                            "target": clip.target,
+                            "speaker": clip.speaker,
+                            "attack": clip.attack,
+                            **meta,
+                            "shard": shard,
+                            "row": row,
+                        }
                     )
-                shard, row = writer.add(feats)
-                rows.append(
-                    {
-                        "clip_id": clip.clip_id,
-                        "path": clip.path,
-                        "split": split,
-                        "label": clip.label,
-                        "target": clip.target,
-                        "speaker": clip.speaker,
-                        "attack": clip.attack,
-                        **meta,
-                        "shard": shard,
-                        "row": row,
-                    }
-                )
-                if done % 50 == 0 or done == len(split_clips):
-                    _progress(split, done, len(split_clips), started)
             writer.flush()
-            per_label = Counter(r["label"] for r in rows)
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
-            if not rows:
+            if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
             missing = [label for label in LABELS if per_label.get(label, 0) == 0]
             if missing:
                 raise UserError(
                     f"split {split!r} has no {missing[0]} clips: EER needs both classes"
                 )
-            _write_manifest(tmp / f"manifest_{split}.csv", rows)
             if split == "train":
-                mean = writer.sum / writer.frames
-                std = np.sqrt(np.maximum(writer.sumsq / writer.frames - mean**2, 1e-8))
-                stats = {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
+                stats = writer.statistics()
+    return counts, stats, bad, seconds
+
+
+def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[str, Any]:
+    """Decode, featurise and shard every clip; write manifests, stats and reports.
+
+    Streams: features go to bounded shards and manifest rows straight to disk,
+    so memory does not grow with the corpus (the clip list itself is a few
+    hundred bytes a clip). Writes into a temporary folder next to `out` and
+    renames it at the end, so a crash or Ctrl-C never leaves a half-built
+    dataset where DVC would cache it.
+    """
+    fp = params.features
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts, stats, bad, seconds = _write_splits(params, clips, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-built dataset left behind
+        raise
     meta = {
-        "format_version": 1,
+        "format_version": 2,
         "source": params.data.source,
         "features": params.section("features"),
-        "input_shape": [fp.n_mels, fp.n_frames, 1],
+        "feature_shape": list(fp.feature_shape),
+        "input_shape": list(fp.input_shape),
         "counts": counts,
-        "normalisation": stats,
+        "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 1},
     }
     (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
-    return _write_reports(reports, counts, bad, clips, fp)
-
-
-def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    return _write_reports(reports, counts, bad, clips, fp, seconds)
 
 
 def _write_reports(
@@ -286,6 +376,7 @@ def _write_reports(
     bad: list[dict[str, str]],
     clips: list[Clip],
     fp: FeaturesParams,
+    seconds: float,
 ) -> dict[str, Any]:
     from deepfake_audio.tracking import write_json
 
@@ -298,20 +389,27 @@ def _write_reports(
         writer.writerows(bad)
     tmp.replace(reports / "bad_files.csv")
     kept = sum(sum(c.values()) for c in counts.values())
-    summary = {
-        "clips": kept,
-        "rejected": len(bad),
-        "duration_s_in_features": round(kept * fp.clip_seconds, 1),
-        "per_split": counts,
-    }
+    summary: dict[str, Any] = {"clips": kept, "rejected": len(bad)}
+    if fp.kind != "image":
+        summary["duration_s"] = round(seconds, 1)
+        summary["duration_s_in_features"] = round(kept * fp.clip_seconds, 1)
+    summary["per_split"] = counts
     write_json(reports / "dataset.json", summary)
     if bad:
+        reasons = Counter(_reason_kind(row["reason"]) for row in bad)
         print(
-            f"skipped {len(bad)} of {len(clips)} files (data.on_bad_file: skip); "
-            f"reasons in {reports / 'bad_files.csv'}",
+            f"skipped {len(bad)} of {len(clips)} files (data.on_bad_file: skip): "
+            + ", ".join(f"{n} {why}" for why, n in reasons.most_common())
+            + f"; each listed in {reports / 'bad_files.csv'}",
             file=sys.stderr,
         )
     return summary
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without the file name, for the one-line summary ('too short', ...)."""
+    text = reason.split(": ", 1)[-1]
+    return text.split(" (", 1)[0]
 
 
 # --- reading -----------------------------------------------------------------
@@ -332,6 +430,15 @@ class SpectrogramDataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.meta["input_shape"])  # type: ignore[return-value]
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta.get("feature_shape", self.meta["input_shape"][:2]))
+
+    @property
+    def norm_axis(self) -> int:
+        """The model-input axis the normalisation statistics run along."""
+        return int(self.meta["normalisation"].get("axis", 1))
 
     @property
     def mean(self) -> np.ndarray:
@@ -373,7 +480,7 @@ class SpectrogramDataset:
         """A streaming tf.data pipeline: shard files -> examples -> shuffled batches."""
         import tensorflow as tf
 
-        n_mels, n_frames, _ = self.input_shape
+        feature_shape, input_shape = self.feature_shape, self.input_shape
         epoch = {"n": 0}
 
         def shards() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -385,7 +492,7 @@ class SpectrogramDataset:
             yield from self.iter_shards(split, order)
 
         signature = (
-            tf.TensorSpec(shape=(None, n_mels, n_frames), dtype=tf.float16),
+            tf.TensorSpec(shape=(None, *feature_shape), dtype=tf.float16),
             tf.TensorSpec(shape=(None,), dtype=tf.float32),
         )
         n_clips = len(self.manifest(split))
@@ -394,10 +501,13 @@ class SpectrogramDataset:
         # up front instead of discovering the end by running out of data.
         ds = ds.apply(tf.data.experimental.assert_cardinality(n_clips))
         if shuffle:
-            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+            # Up to 4096 clips, but no more than ~256 MB of them (224x224 RGB is 300 kB).
+            clip_bytes = 2 * int(np.prod(feature_shape))
+            buffer = int(min(4096, max(256, 256 * 2**20 // clip_bytes)))
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
         ds = ds.map(
-            lambda x, y: (tf.expand_dims(tf.cast(x, tf.float32), -1), y),
+            lambda x, y: (tf.reshape(tf.cast(x, tf.float32), (-1, *input_shape)), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         return ds.prefetch(tf.data.AUTOTUNE)

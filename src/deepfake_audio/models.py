@@ -2,8 +2,9 @@
 
 Both architectures read the notebook's hyperparameter names, so trials of
 either line up in the MLflow compare view. Both start with a Normalization
-layer that holds the training split's per-mel-bin statistics: the saved model
-takes raw log-mel features, and serving cannot forget to normalise.
+layer that holds the training split's statistics (per mel bin / coefficient,
+or per colour channel): the saved model takes raw features, and serving
+cannot forget to normalise.
 
 Both end in a single float32 logit, "higher = more bona fide" (the ASVspoof
 score convention). The notebook ended in a sigmoid; a logit carries the same
@@ -37,9 +38,9 @@ def declare(hp: Any, name: str, spec: Hyperparameter) -> Any:
     raise TypeError(f"unknown hyperparameter spec {spec!r}")
 
 
-def _normalisation(mean: np.ndarray, std: np.ndarray) -> keras.layers.Layer:
+def _normalisation(mean: np.ndarray, std: np.ndarray, axis: int) -> keras.layers.Layer:
     return keras.layers.Normalization(
-        axis=1,
+        axis=axis,
         mean=mean.tolist(),
         variance=(std.astype(np.float64) ** 2).tolist(),
         name="normalise",
@@ -94,10 +95,16 @@ def build(
     input_shape: tuple[int, int, int],
     mean: np.ndarray,
     std: np.ndarray,
+    norm_axis: int = 1,
 ) -> keras.Model:
-    """A compiled model for one set of hyperparameter values."""
-    inputs = keras.Input(shape=input_shape, name="logmel")
-    x = _normalisation(mean, std)(inputs)
+    """A compiled model for one set of hyperparameter values.
+
+    `norm_axis` is where the dataset's statistics run: 1 for spectral rows (mel
+    bins, cepstral coefficients), 3 for the colour channels of images.
+    """
+    name = "image" if input_shape[-1] == 3 else "features"
+    inputs = keras.Input(shape=input_shape, name=name)
+    x = _normalisation(mean, std, norm_axis)(inputs)
     x = ARCHITECTURES[architecture](values, x)
     # float32 output even under a mixed_float16 policy, so logits stay precise.
     logit = keras.layers.Dense(1, dtype="float32", name="bonafide_logit")(x)
@@ -114,13 +121,17 @@ def build(
 
 
 def hypermodel(
-    params: Params, input_shape: tuple[int, int, int], mean: np.ndarray, std: np.ndarray
+    params: Params,
+    input_shape: tuple[int, int, int],
+    mean: np.ndarray,
+    std: np.ndarray,
+    norm_axis: int = 1,
 ):
     """A keras-tuner build function over the search space in params.yaml."""
 
     def build_from_hp(hp: Any) -> keras.Model:
         values = {name: declare(hp, name, spec) for name, spec in params.tune.search_space.items()}
-        return build(values, params.model.architecture, input_shape, mean, std)
+        return build(values, params.model.architecture, input_shape, mean, std, norm_axis)
 
     return build_from_hp
 

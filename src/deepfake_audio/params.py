@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from deepfake_audio.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
-FEATURE_KINDS = ("logmel",)
+FEATURE_KINDS = ("logmel", "lfcc", "image")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 ARCHITECTURES = ("compact_cnn", "seed_cnn")
@@ -64,6 +65,13 @@ class DemoParams:
 
 
 @dataclass(frozen=True)
+class SplitParams:
+    train: float = 0.7
+    validation: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str = "demo"
     path: str | None = "data/raw"
@@ -73,6 +81,20 @@ class DataParams:
     protocols: dict[str, str] = field(default_factory=dict)
     # Clips written per shard file: bounds memory when reading and writing.
     shard_size: int = 512
+    # folders source with a flat {real,fake}/ layout: the share of each split. Files are
+    # assigned by group (speaker folder, file-name prefix, or `group_pattern`), never
+    # splitting a group, so one speaker's audio never sits in two splits.
+    split: SplitParams = field(default_factory=SplitParams)
+    # Optional regex on a file's name (no folder): its first group names the speaker/group.
+    group_pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class LfccParams:
+    n_coeffs: int = 20  # cepstral coefficients; deltas and double deltas triple the rows
+    n_filters: int = 20  # linear-frequency triangular filters
+    win_length: int = 320  # 20 ms at 16 kHz
+    hop_length: int = 160  # 10 ms
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,10 @@ class FeaturesParams:
     pad: str = "repeat"
     # Processes used for decoding and feature extraction; 0 means every core.
     workers: int = 0
+    # kind: lfcc - the ASVspoof baseline front-end (its own frame sizes: 20 ms / 10 ms).
+    lfcc: LfccParams = field(default_factory=LfccParams)
+    # kind: image - the notebook's spectrogram pictures, resized to [height, width] RGB.
+    image_size: tuple[int, int] = (224, 224)
 
     @property
     def n_samples(self) -> int:
@@ -97,7 +123,22 @@ class FeaturesParams:
 
     @property
     def n_frames(self) -> int:
-        return 1 + self.n_samples // self.hop_length
+        hop = self.lfcc.hop_length if self.kind == "lfcc" else self.hop_length
+        return 1 + self.n_samples // hop
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one clip's features as stored in the shards."""
+        if self.kind == "image":
+            return (*self.image_size, 3)
+        rows = 3 * self.lfcc.n_coeffs if self.kind == "lfcc" else self.n_mels
+        return (rows, self.n_frames)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model's input: features with a channel axis."""
+        shape = self.feature_shape
+        return shape if len(shape) == 3 else (*shape, 1)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -326,6 +367,63 @@ def _search_space(raw: Any) -> dict[str, Hyperparameter]:
     return space
 
 
+def _split(raw: Any) -> SplitParams:
+    key = "data.split"
+    raw = _check_keys(raw, key, _names(SplitParams))
+    default = SplitParams()
+    shares = {
+        name: _float(raw, key, name, getattr(default, name), lo=0.0, hi=1.0)
+        for name in _names(SplitParams)
+    }
+    if abs(sum(shares.values()) - 1.0) > 1e-6:
+        raise _fail(key, f"train + validation + test is {sum(shares.values()):g}, not 1")
+    empty = [name for name, share in shares.items() if share <= 0.0]
+    if empty:
+        raise _fail(f"{key}.{empty[0]}", "must be above 0: every split needs clips")
+    return SplitParams(**shares)
+
+
+def _pattern(raw: dict, key: str, name: str) -> str | None:
+    value = _str(raw, key, name, None, optional=True)
+    if value is None:
+        return None
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise _fail(f"{key}.{name}", f"{value!r} is not a valid regex ({exc})") from None
+    if compiled.groups < 1:
+        raise _fail(f"{key}.{name}", f"{value!r} needs a capture group (the speaker/group)")
+    return value
+
+
+def _lfcc(raw: Any, n_fft: int) -> LfccParams:
+    key = "features.lfcc"
+    raw = _check_keys(raw, key, _names(LfccParams))
+    d = LfccParams()
+    lfcc = LfccParams(
+        n_coeffs=_int(raw, key, "n_coeffs", d.n_coeffs, lo=2),
+        n_filters=_int(raw, key, "n_filters", d.n_filters, lo=2),
+        win_length=_int(raw, key, "win_length", d.win_length, lo=16),
+        hop_length=_int(raw, key, "hop_length", d.hop_length, lo=1),
+    )
+    if lfcc.n_coeffs > lfcc.n_filters:
+        raise _fail(f"{key}.n_coeffs", f"{lfcc.n_coeffs} exceeds n_filters {lfcc.n_filters}")
+    if lfcc.win_length > n_fft:
+        raise _fail(f"{key}.win_length", f"{lfcc.win_length} exceeds features.n_fft {n_fft}")
+    return lfcc
+
+
+def _image_size(raw: Any) -> tuple[int, int]:
+    key = "features.image_size"
+    if (
+        not isinstance(raw, list | tuple)
+        or len(raw) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in raw)
+    ):
+        raise _fail(key, f"{raw!r} is not [height, width] in pixels (8 to 4096)")
+    return (raw[0], raw[1])
+
+
 def _protocols(raw: Any) -> dict[str, str]:
     raw = _check_keys(raw, "data.protocols", ("train", "validation", "test"))
     return {split: _str(raw, "data.protocols", split, None) for split in raw}
@@ -350,6 +448,8 @@ def parse_params(raw: Any) -> Params:
         demo=demo,
         protocols=_protocols(d.get("protocols")),
         shard_size=_int(d, "data", "shard_size", 512, lo=1),
+        split=_split(d.get("split")),
+        group_pattern=_pattern(d, "data", "group_pattern"),
     )
     if data.source != "demo" and data.path is None:
         raise _fail("data.path", f"is required when data.source is {data.source!r}")
@@ -370,7 +470,15 @@ def parse_params(raw: Any) -> Params:
         crop=_choice(f, "features", "crop", fd.crop, CROP_POLICIES),
         pad=_choice(f, "features", "pad", fd.pad, PAD_POLICIES),
         workers=_int(f, "features", "workers", fd.workers, lo=0),
+        lfcc=_lfcc(f.get("lfcc"), n_fft=_int(f, "features", "n_fft", fd.n_fft, lo=16)),
+        image_size=_image_size(f.get("image_size", list(fd.image_size))),
     )
+    if (data.source == "images") != (features.kind == "image"):
+        raise _fail(
+            "features.kind",
+            f"{features.kind!r} does not fit data.source {data.source!r} "
+            "(images need features.kind: image, audio needs logmel or lfcc)",
+        )
     if features.win_length > features.n_fft:
         raise _fail("features.win_length", f"{features.win_length} exceeds n_fft {features.n_fft}")
     top = features.fmax if features.fmax is not None else sample_rate / 2

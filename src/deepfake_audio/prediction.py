@@ -21,18 +21,18 @@ from deepfake_audio.params import Params
 from deepfake_audio.sources.folders import AUDIO_SUFFIXES
 
 
-def expand(inputs: list[str]) -> list[Path]:
+def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES))
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes))
         elif path.exists():
             files.append(path)
         else:
             raise UserError(f"{item}: no such file or directory")
     if not files:
-        raise UserError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {' '.join(inputs)}")
+        raise UserError(f"no input files ({', '.join(suffixes)}) in {' '.join(inputs)}")
     return files
 
 
@@ -71,20 +71,19 @@ def load_model(params: Params, uri: str | None) -> tuple[Any, float, str]:
 def score_files(
     model: Any, files: list[Path], params: Params, threshold: float
 ) -> list[dict[str, Any]]:
-    from deepfake_audio.audio import AudioError, load_clip
-    from deepfake_audio.dataset import clip_features
+    from deepfake_audio.dataset import BadFile, file_features
 
     fp = params.features
     rows: list[dict[str, Any]] = []
     for path in files:
         try:
-            wave = load_clip(path, fp.sample_rate, fp.clip_seconds, crop=fp.crop, pad=fp.pad)
-        except AudioError as exc:
+            feats, _ = file_features(path, fp)
+        except BadFile as exc:
             rows.append(
                 {"path": str(path), "fake_probability": "", "label": "error", "error": str(exc)}
             )
             continue
-        feats = clip_features(wave, fp)[None, ..., None].astype(np.float32)
+        feats = feats.reshape((1, *fp.input_shape)).astype(np.float32)
         logit = float(np.asarray(model.predict(feats, verbose=0)).ravel()[0])
         rows.append(
             {
@@ -98,7 +97,12 @@ def score_files(
 
 
 def run(params: Params, inputs: list[str], model_uri: str | None, fmt: str) -> int:
-    files = expand(inputs)
+    if params.features.kind == "image":
+        from deepfake_audio.images import IMAGE_SUFFIXES
+
+        files = expand(inputs, IMAGE_SUFFIXES)
+    else:
+        files = expand(inputs)
     model, threshold, _ = load_model(params, model_uri)
     rows = score_files(model, files, params, threshold)
     if fmt == "json":

@@ -34,7 +34,9 @@ def run(
     data = SpectrogramDataset(dataset_dir)
     digest = tracking.directory_digest(dataset_dir)
     values = best["values"]
-    model = models.build(values, params.model.architecture, data.input_shape, data.mean, data.std)
+    model = models.build(
+        values, params.model.architecture, data.input_shape, data.mean, data.std, data.norm_axis
+    )
 
     tags = {
         **tracking.run_tags(digest, stage="train"),

@@ -152,7 +152,7 @@ def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[s
     data = SpectrogramDataset(dataset_dir)
     digest = tracking.directory_digest(dataset_dir)
     project = project_name(params, digest)
-    build_fn = models.hypermodel(params, data.input_shape, data.mean, data.std)
+    build_fn = models.hypermodel(params, data.input_shape, data.mean, data.std, data.norm_axis)
     tuner = make_tuner(params, build_fn, tuner_dir, project)
     tags = tracking.run_tags(digest, stage="tune")
 

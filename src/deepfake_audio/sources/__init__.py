@@ -45,9 +45,14 @@ def list_clips(params: Params) -> list[Clip]:
         from deepfake_audio.sources import asvspoof
 
         return asvspoof.list_clips(params)
+    if source == "images":
+        # The notebook's layout: the same folders, holding spectrogram pictures.
+        from deepfake_audio.images import IMAGE_SUFFIXES
+        from deepfake_audio.sources import folders
+
+        return folders.list_clips(params, suffixes=IMAGE_SUFFIXES, what="image")
     raise UserError(
-        f"data.source: {source!r} is accepted by params.yaml but not implemented in this "
-        "version yet (available: demo, folders, asvspoof)"
+        f"data.source: {source!r} is unknown (available: demo, folders, asvspoof, images)"
     )
 
 

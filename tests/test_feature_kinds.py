@@ -1,0 +1,127 @@
+"""`features.kind` lfcc and image through the dataset stage, tf.data and a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_audio import dataset
+from deepfake_audio.errors import UserError
+from deepfake_audio.images import write_demo_images
+from deepfake_audio.params import ParamsError, parse_params
+from deepfake_audio.sources import list_clips
+
+
+def _demo(kind: str, **features: object):
+    return parse_params(
+        {
+            "data": {
+                "shard_size": 4,
+                "demo": {"train_clips": 8, "validation_clips": 4, "test_clips": 4},
+            },
+            "features": {"kind": kind, "clip_seconds": 0.5, "workers": 2, **features},
+        }
+    )
+
+
+def test_lfcc_dataset_has_coefficients_and_deltas(tmp_path: Path) -> None:
+    params = _demo("lfcc")
+    dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    n_frames = 1 + 8000 // 160
+    assert data.feature_shape == (60, n_frames)
+    assert data.input_shape == (60, n_frames, 1)
+    assert data.norm_axis == 1 and data.mean.shape == (60,)
+    x, y = next(iter(data.tf_dataset("train", batch_size=4)))
+    assert tuple(x.shape) == (4, 60, n_frames, 1) and tuple(y.shape) == (4,)
+    stats = json.loads((tmp_path / "spec" / "stats.json").read_text())
+    assert stats["features"]["kind"] == "lfcc" and stats["features"]["lfcc"]["n_coeffs"] == 20
+
+
+def test_lfcc_params_are_validated() -> None:
+    with pytest.raises(ParamsError, match="features.lfcc.n_coeffs: 30 exceeds n_filters 20"):
+        _demo("lfcc", lfcc={"n_coeffs": 30})
+    with pytest.raises(ParamsError, match="features.lfcc.win_length: 1024 exceeds"):
+        _demo("lfcc", lfcc={"win_length": 1024})
+    with pytest.raises(ParamsError, match="features.lfcc.frames: unknown key"):
+        _demo("lfcc", lfcc={"frames": 3})
+
+
+def _images(tmp_path: Path, **features: object):
+    root = tmp_path / "notebook"
+    write_demo_images(root, {"train": 6, "validation": 3, "test": 3}, size=(120, 160))
+    raw = {
+        "data": {"source": "images", "path": str(root), "shard_size": 4},
+        "features": {"kind": "image", "workers": 2, **features},
+    }
+    return parse_params(raw)
+
+
+def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
+    params = _images(tmp_path)
+    clips = list_clips(params)
+    assert len(clips) == 24
+    assert {c.label for c in clips if "/REAL/" in c.path} == {"bonafide"}
+    summary = dataset.build(params, clips, tmp_path / "spec", tmp_path / "reports")
+    assert summary["clips"] == 24 and summary["per_split"]["test"] == {"bonafide": 3, "spoof": 3}
+    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    assert data.input_shape == (224, 224, 3)
+    assert data.norm_axis == 3 and data.mean.shape == (3,)
+    assert np.all((data.mean > 0) & (data.mean < 1)), "pixels are rescaled to [0, 1]"
+    x, _ = next(iter(data.tf_dataset("validation", batch_size=6, shuffle=True)))
+    assert tuple(x.shape) == (6, 224, 224, 3)
+    assert float(np.min(x)) >= 0.0 and float(np.max(x)) <= 1.0
+    manifest = data.manifest("train")
+    assert manifest["sha256"].str.len().eq(64).all()
+
+    from deepfake_audio import models
+
+    values = {
+        "filters_1": 8,
+        "filters_2": 8,
+        "kernel_size_1": 3,
+        "kernel_size_2": 3,
+        "dense_units": 8,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+    }
+    model = models.build(values, "compact_cnn", data.input_shape, data.mean, data.std, 3)
+    history = model.fit(data.tf_dataset("train", batch_size=4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # The Normalization layer standardises each colour channel with the training statistics.
+    normalised = model.get_layer("normalise")(x).numpy()
+    assert abs(float(normalised.mean())) < 1.0
+
+
+def test_image_size_param_and_source_kind_agreement(tmp_path: Path) -> None:
+    params = _images(tmp_path, image_size=[64, 96])
+    dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert dataset.SpectrogramDataset(tmp_path / "spec").input_shape == (64, 96, 3)
+    with pytest.raises(ParamsError, match="features.kind: 'logmel' does not fit data.source"):
+        parse_params({"data": {"source": "images", "path": "x"}})
+    with pytest.raises(ParamsError, match="features.image_size: .* is not \\[height, width\\]"):
+        _images(tmp_path / "again", image_size=[224])
+
+
+def test_broken_images_are_skipped_and_listed(tmp_path: Path) -> None:
+    params = _images(tmp_path)
+    root = Path(params.data.path)
+    (root / "train" / "FAKE" / "broken.png").write_bytes(b"not a png")
+    (root / "test" / "REAL" / "empty.jpg").write_bytes(b"")
+    summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert summary["rejected"] == 2 and summary["clips"] == 24
+    bad = (tmp_path / "reports" / "bad_files.csv").read_text()
+    assert "train/FAKE/broken.png" in bad and "test/REAL/empty.jpg" in bad
+    fail = parse_params(
+        {
+            "data": {"source": "images", "path": str(root), "on_bad_file": "fail"},
+            "features": {"kind": "image", "workers": 1},
+        }
+    )
+    with pytest.raises(UserError, match=r"broken.png: .*\(data.on_bad_file: fail\)$"):
+        dataset.build(fail, list_clips(fail), tmp_path / "spec2", tmp_path / "reports2")
+    assert not (tmp_path / "spec2").exists(), "no half-written dataset"
+    assert not (tmp_path / "spec2.tmp").exists(), "no temporary folder left behind"

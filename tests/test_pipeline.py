@@ -239,3 +239,37 @@ def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server:
     version = client.get_model_version(pipeline.model_name, "2")
     assert "challenger" in version.aliases
     assert version.tags["dvc_exp_name"] == name
+
+
+def test_notebook_image_layout_runs_end_to_end(
+    pipeline: Pipeline, mlflow_server: str, tmp_path: Path
+) -> None:
+    """The notebook's own data - spectrogram PNGs in split/class folders - through every stage."""
+    from deepfake_audio.images import write_demo_images
+
+    images = tmp_path / "notebook-images"
+    write_demo_images(images, {"train": 12, "validation": 6, "test": 6})
+    out = pipeline.run(
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "data.source=images",
+        "-S",
+        "features.kind=image",
+        "-S",
+        f"data.path={images}",
+    )
+    for stage in ("dataset", "tune", "train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
+    dataset = pipeline.json("reports/dataset.json")
+    assert dataset["per_split"]["test"] == {"bonafide": 6, "spoof": 6}
+    assert dataset["rejected"] == 0
+    metrics = pipeline.json("reports/metrics.json")
+    assert 0.0 <= metrics["test_eer"] <= 1.0
+    version = pipeline.json("reports/registry.json")["version"]
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.keras.load_model(f"models:/{pipeline.model_name}/{version}")
+    assert model.input_shape[1:] == (224, 224, 3)

@@ -24,6 +24,8 @@ RUN_INFO = Path("models/run.json")
 METRICS = Path("reports/metrics.json")
 PLOTS = Path("reports/plots")
 REGISTRY = Path("reports/registry.json")
+# Subcommands that load TensorFlow; the others (and --help) never import it.
+TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
 
 
 def _params(args: argparse.Namespace):
@@ -61,8 +63,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from deepfake_audio import tuning
 
     params = _params(args)
-    result = tuning.run(params, Path(args.dataset), Path(args.tuner_dir), Path(args.out))
-    print(f"best {result['objective']}: {result['objective_value']:.4f} -> {args.out}")
+    result = tuning.run(
+        params, Path(args.dataset), Path(args.tuner_dir), Path(args.out), Path(args.params)
+    )
+    if result:  # a distributed chief or worker has no result of its own
+        print(f"best {result['objective']}: {result['objective_value']:.4f} -> {args.out}")
     return 0
 
 
@@ -196,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            from deepfake_audio.runtime import import_tensorflow
+
+            import_tensorflow()  # first, and quietly: no C++ start-up noise in the logs
         return args.func(args)
     except UserError as exc:
         print(f"deepfake-audio: error: {exc}", file=sys.stderr)

@@ -34,9 +34,10 @@ def run(
     data = SpectrogramDataset(dataset_dir)
     digest = tracking.directory_digest(dataset_dir)
     values = best["values"]
-    model = models.build(
-        values, params.model.architecture, data.input_shape, data.mean, data.std, data.norm_axis
-    )
+    with runtime.strategy().scope():  # MirroredStrategy over several GPUs, else a no-op
+        model = models.build(
+            values, params.model.architecture, data.input_shape, data.mean, data.std, data.norm_axis
+        )
 
     tags = {
         **tracking.run_tags(digest, stage="train"),
@@ -54,6 +55,8 @@ def run(
                 "seed": params.seed,
                 "n_params": model.count_params(),
                 "precision_policy": device["precision_policy"],
+                "replicas": device["replicas"],
+                "jit_compile": model.jit_compile,  # Keras "auto": XLA on one GPU, not on CPU
                 **{f"features.{k}": v for k, v in params.section("features").items()},
             }
         )

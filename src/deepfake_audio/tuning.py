@@ -15,10 +15,15 @@ changing any of those starts a fresh search, while raising
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +132,10 @@ def make_tuner(params: Params, build_fn: Any, directory: Path, project: str) -> 
         "seed": params.seed,
         "executions_per_trial": params.tune.executions_per_trial,
     }
+    from deepfake_audio import runtime
+
+    if len(runtime.gpus()) > 1:  # every trial trains on all GPUs of this process
+        common["distribution_strategy"] = runtime.strategy()
     cls = _tuner_class(params.tune.tuner)
     if params.tune.tuner == "hyperband":
         return cls(
@@ -135,68 +144,125 @@ def make_tuner(params: Params, build_fn: Any, directory: Path, project: str) -> 
     return cls(build_fn, max_trials=params.tune.max_trials, **common)
 
 
-def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[str, Any]:
-    """Run (or resume) the search and write the best hyperparameters to `out`."""
-    import mlflow
+def run(
+    params: Params,
+    dataset_dir: Path,
+    tuner_dir: Path,
+    out: Path,
+    params_path: Path = Path("params.yaml"),
+) -> dict[str, Any]:
+    """Run (or resume) the search and write the best hyperparameters to `out`.
 
-    from deepfake_audio import models, runtime, tracking
-    from deepfake_audio.callbacks import standard_callbacks
-    from deepfake_audio.dataset import SpectrogramDataset
+    Three ways in: one process (`tune.workers: 1`); a launcher that starts a
+    keras-tuner chief and `tune.workers` workers on this machine; or, when
+    `KERASTUNER_TUNER_ID` is already set (by us or by you, on other machines),
+    one chief or worker of keras-tuner's own distributed mode.
+    """
+    if os.environ.get("KERASTUNER_TUNER_ID"):
+        _run_role(params, dataset_dir, tuner_dir)
+        return {}
+    if params.tune.workers > 1:
+        return _run_distributed(params, dataset_dir, tuner_dir, out, params_path)
+    return _run_single(params, dataset_dir, tuner_dir, out)
 
-    if params.tune.workers != 1:
-        raise UserError(
-            "tune.workers: only 1 is supported in this version (distributed keras-tuner is planned)"
+
+class _Search:
+    """What every role of a search shares: the data, its digest, the project, the tuner."""
+
+    def __init__(self, params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
+        from deepfake_audio import models, runtime, tracking
+        from deepfake_audio.dataset import SpectrogramDataset
+
+        tracking.connect(params.mlflow.experiment_name)
+        self.device = runtime.configure(params.seed)
+        self.params, self.dataset_dir, self.tuner_dir = params, dataset_dir, tuner_dir
+        self.data = SpectrogramDataset(dataset_dir)
+        self.digest = tracking.directory_digest(dataset_dir)
+        self.project = project_name(params, self.digest)
+        self.tags = tracking.run_tags(self.digest, stage="tune")
+        self.build_fn = models.hypermodel(
+            params, self.data.input_shape, self.data.mean, self.data.std, self.data.norm_axis
         )
-    tracking.connect(params.mlflow.experiment_name)
-    runtime.configure(params.seed)
-    data = SpectrogramDataset(dataset_dir)
-    digest = tracking.directory_digest(dataset_dir)
-    project = project_name(params, digest)
-    build_fn = models.hypermodel(params, data.input_shape, data.mean, data.std, data.norm_axis)
-    tuner = make_tuner(params, build_fn, tuner_dir, project)
-    tags = tracking.run_tags(digest, stage="tune")
 
-    parent_file = Path(tuner_dir) / project / "mlflow_parent_run_id"
-    parent_id = _resume_parent(parent_file)
-    with mlflow.start_run(
-        run_id=parent_id, run_name=None if parent_id else f"tune-{project}"
-    ) as parent:
-        if parent_id is None:
-            parent_file.parent.mkdir(parents=True, exist_ok=True)
-            parent_file.write_text(parent.info.run_id)
-        mlflow.set_tags({**tags, "search": project, "tuner": params.tune.tuner})
-        # Everything here is fixed for a search (it is in the project hash), so a
-        # resumed search logs the same values; max_trials may grow, so it is a metric.
-        mlflow.log_params(
-            {
-                "tuner": params.tune.tuner,
-                "objective": params.tune.objective,
-                "executions_per_trial": params.tune.executions_per_trial,
-                "epochs": params.tune.epochs,
-                "batch_size": params.tune.batch_size,
-                "architecture": params.model.architecture,
-            }
-        )
-        mlflow.log_metric("max_trials", params.tune.max_trials)
-        tracking.log_dataset_input(dataset_dir, digest, context="tuning")
-        mark_interrupted_trials(parent.info.run_id)
-        tuner.mlflow_parent_run_id = parent.info.run_id
-        tuner.mlflow_tags = tags
+    def tuner(self, parent_run_id: str = "") -> Any:
+        params = self.params
+        try:  # keras-tuner builds one model up front to learn the search space
+            tuner = make_tuner(params, self.build_fn, self.tuner_dir, self.project)
+        except (ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"tune: model.architecture {params.model.architecture!r} cannot be built for "
+                f"input {self.data.input_shape} with this search space: {first}"
+            ) from None
+        tuner.mlflow_parent_run_id = parent_run_id
+        tuner.mlflow_tags = self.tags
         tuner.objective_name = params.tune.objective
         tuner.experiment_name = params.mlflow.experiment_name
         tuner.architecture = params.model.architecture
+        return tuner
 
+    def search(self, tuner: Any) -> None:
+        from keras_tuner import errors as kt_errors
+
+        from deepfake_audio.callbacks import standard_callbacks
+
+        params, data = self.params, self.data
         train = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
         val = data.tf_dataset("validation", params.tune.batch_size)
         callbacks = standard_callbacks(params, val, data.labels("validation"))
-        tuner.search(
-            train,
-            validation_data=val,
-            epochs=params.tune.epochs,
-            callbacks=callbacks,
-            verbose=int(os.environ.get("DEEPFAKE_AUDIO_VERBOSE", "2")),
-            shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
-        )
+        try:
+            tuner.search(
+                train,
+                validation_data=val,
+                epochs=params.tune.epochs,
+                callbacks=callbacks,
+                verbose=int(os.environ.get("DEEPFAKE_AUDIO_VERBOSE", "2")),
+                shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
+            )
+        except kt_errors.FatalError as exc:
+            raise UserError(f"tune: {str(exc).strip().splitlines()[0]}") from None
+
+    @contextlib.contextmanager
+    def parent_run(self) -> Iterator[Any]:
+        """The search's MLflow parent run, resumed when the search is."""
+        import mlflow
+
+        from deepfake_audio import tracking
+
+        params = self.params
+        parent_file = Path(self.tuner_dir) / self.project / "mlflow_parent_run_id"
+        parent_id = _resume_parent(parent_file)
+        with mlflow.start_run(
+            run_id=parent_id, run_name=None if parent_id else f"tune-{self.project}"
+        ) as parent:
+            if parent_id is None:
+                parent_file.parent.mkdir(parents=True, exist_ok=True)
+                parent_file.write_text(parent.info.run_id)
+            mlflow.set_tags({**self.tags, "search": self.project, "tuner": params.tune.tuner})
+            # Everything here is fixed for a search (it is in the project hash), so a
+            # resumed search logs the same values; max_trials may grow, so it is a metric.
+            mlflow.log_params(
+                {
+                    "tuner": params.tune.tuner,
+                    "objective": params.tune.objective,
+                    "executions_per_trial": params.tune.executions_per_trial,
+                    "epochs": params.tune.epochs,
+                    "batch_size": params.tune.batch_size,
+                    "architecture": params.model.architecture,
+                }
+            )
+            mlflow.log_metric("max_trials", params.tune.max_trials)
+            mlflow.log_metric("workers", params.tune.workers)
+            tracking.log_dataset_input(self.dataset_dir, self.digest, context="tuning")
+            mark_interrupted_trials(parent.info.run_id)
+            yield parent
+
+    def result(self, tuner: Any, parent_run_id: str, out: Path) -> dict[str, Any]:
+        import mlflow
+
+        from deepfake_audio import tracking
+
+        params = self.params
         best = tuner.oracle.get_best_trials(1)
         if not best:
             raise UserError("the search finished without a single completed trial")
@@ -208,20 +274,172 @@ def run(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[s
             "objective": params.tune.objective,
             "objective_value": float(trial.score),
             "trials_completed": len(completed),
-            "search": project,
+            "search": self.project,
             "architecture": params.model.architecture,
-            "mlflow_parent_run_id": parent.info.run_id,
+            "mlflow_parent_run_id": parent_run_id,
         }
         mlflow.log_metric(f"best_{params.tune.objective}", float(trial.score))
         mlflow.log_metric("trials_completed", len(completed))
         tracking.write_json(out, result)
         mlflow.log_artifact(str(out))
-    print(
-        f"best trial {trial.trial_id}: {params.tune.objective} = {trial.score:.4f} "
-        f"({len(completed)} trials completed)",
-        file=sys.stderr,
-    )
-    return result
+        print(
+            f"best trial {trial.trial_id}: {params.tune.objective} = {trial.score:.4f} "
+            f"({len(completed)} trials completed)",
+            file=sys.stderr,
+        )
+        return result
+
+
+def _run_single(params: Params, dataset_dir: Path, tuner_dir: Path, out: Path) -> dict[str, Any]:
+    search = _Search(params, dataset_dir, tuner_dir)
+    with search.parent_run() as parent:
+        tuner = search.tuner(parent.info.run_id)
+        search.search(tuner)
+        return search.result(tuner, parent.info.run_id, out)
+
+
+def _run_role(params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
+    """One process of keras-tuner's distributed mode, as its environment says.
+
+    The chief serves the oracle (and keeps its state in the tuner directory);
+    a worker asks it for trials until the search is over. Worker trial runs
+    hang under the parent run named by `DEEPFAKE_AUDIO_TUNE_PARENT_RUN`.
+    """
+    search = _Search(params, dataset_dir, tuner_dir)
+    tuner = search.tuner(os.environ.get("DEEPFAKE_AUDIO_TUNE_PARENT_RUN", ""))
+    search.search(tuner)
+
+
+def _gpu_ids() -> list[str]:
+    """The GPUs a worker may be pinned to: those CUDA_VISIBLE_DEVICES allows, or all."""
+    from deepfake_audio import runtime
+
+    count = len(runtime.gpus())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [v.strip() for v in visible.split(",") if v.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, chief: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if chief.poll() is not None:
+            raise UserError(f"tune: the keras-tuner chief exited early: {_last_line(log)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise UserError(f"tune: the keras-tuner chief did not listen on port {port} (log: {log})")
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["(no output)"])[-1].strip().removeprefix("deepfake-audio: error: ")
+
+
+def _run_distributed(
+    params: Params, dataset_dir: Path, tuner_dir: Path, out: Path, params_path: Path
+) -> dict[str, Any]:
+    """keras-tuner's distributed mode on this machine: one chief, `tune.workers` workers.
+
+    Each worker is this same stage with `KERASTUNER_TUNER_ID` set; with GPUs each
+    gets one (`CUDA_VISIBLE_DEVICES`, round robin), on a CPU each gets its share of
+    the cores. A worker that fails stops the search with its error.
+    """
+    search = _Search(params, dataset_dir, tuner_dir)
+    n = params.tune.workers
+    gpu_ids = _gpu_ids()
+    port = _free_port()
+    logs = Path(tuner_dir) / search.project / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "deepfake_audio.cli",
+        "--params",
+        str(params_path),
+        "tune",
+        "--dataset",
+        str(dataset_dir),
+        "--tuner-dir",
+        str(tuner_dir),
+        "--out",
+        str(out),
+    ]
+    with search.parent_run() as parent:
+        base = {
+            **os.environ,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+            "DEEPFAKE_AUDIO_TUNE_PARENT_RUN": parent.info.run_id,
+        }
+        procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+        def spawn(tuner_id: str, extra: dict[str, str]) -> None:
+            log = logs / f"{tuner_id}.log"
+            with open(log, "w") as handle:
+                proc = subprocess.Popen(
+                    command,
+                    env={**base, "KERASTUNER_TUNER_ID": tuner_id, **extra},
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                )
+            procs[tuner_id] = (proc, log)
+
+        try:
+            spawn("chief", {"CUDA_VISIBLE_DEVICES": ""})  # the oracle needs no GPU
+            _wait_for_port(port, procs["chief"][0], procs["chief"][1], timeout=300)
+            share = max(1, (os.cpu_count() or 1) // n)
+            for i in range(n):
+                if gpu_ids:
+                    extra = {"CUDA_VISIBLE_DEVICES": gpu_ids[i % len(gpu_ids)]}
+                else:
+                    extra = {"TF_NUM_INTRAOP_THREADS": str(share), "OMP_NUM_THREADS": str(share)}
+                spawn(f"tuner{i}", extra)
+            where = f"GPU {', '.join(gpu_ids)}" if gpu_ids else f"{share} CPU threads each"
+            print(
+                f"tune: keras-tuner chief on 127.0.0.1:{port} + {n} workers ({where}); "
+                f"logs in {logs}",
+                file=sys.stderr,
+            )
+            _wait_for_workers(procs)
+        finally:
+            for proc, _ in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc, _ in procs.values():
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        # The chief kept the oracle's state on disk; reloading it here gives the best trial.
+        return search.result(search.tuner(parent.info.run_id), parent.info.run_id, out)
+
+
+def _wait_for_workers(procs: dict[str, tuple[subprocess.Popen, Path]]) -> None:
+    """Until every worker has exited 0; the first failure (chief's too) stops the search."""
+    workers = {k: v for k, v in procs.items() if k != "chief"}
+    chief, chief_log = procs["chief"]
+    while True:
+        codes = {k: proc.poll() for k, (proc, _) in workers.items()}
+        failed = [k for k, code in codes.items() if code not in (None, 0)]
+        if failed:
+            name = failed[0]
+            log = workers[name][1]
+            raise UserError(f"tune: worker {name} failed: {_last_line(log)} (log: {log})")
+        if all(code == 0 for code in codes.values()):
+            return
+        if chief.poll() not in (None, 0):
+            raise UserError(f"tune: the keras-tuner chief failed: {_last_line(chief_log)}")
+        time.sleep(1)
 
 
 def mark_interrupted_trials(parent_run_id: str) -> list[str]:

@@ -27,13 +27,17 @@ from scipy.signal import resample_poly
 from deepfake_audio.errors import UserError
 
 __all__ = [
+    "MAX_SECONDS",
+    "SAMPLE_RATE_RANGE",
     "SILENCE_PEAK",
     "TARGET_RMS",
     "AudioError",
     "decode",
     "fix_length",
     "load_clip",
+    "load_wave",
     "resample",
+    "sliding_windows",
 ]
 
 # Every clip is scaled to this RMS. Corpora often differ in level between bona fide and spoof
@@ -45,6 +49,13 @@ TARGET_RMS = 0.05
 # A clip whose absolute peak stays below this is treated as digital silence: scaling it to
 # TARGET_RMS would only amplify dither or rounding noise into a meaningless input.
 SILENCE_PEAK = 1e-5
+
+# Untrusted input limits. A header can claim any length and rate: a recording longer than
+# this (at its own rate) is refused rather than decoded into gigabytes, and a rate outside
+# this range is a corrupt header, not audio (1 Hz upsampled to 16 kHz would be a memory bomb).
+MAX_SECONDS = 3600.0
+SAMPLE_RATE_RANGE = (1000, 768_000)
+_BLOCK_FRAMES = 1 << 16
 
 # Largest denominator accepted when turning a sample-rate ratio into an up/down pair; keeps the
 # polyphase filter small for odd rates, at the cost of a rate error below 0.1 % for them.
@@ -86,6 +97,22 @@ def _source_name(source: Source) -> str:
     return os.fsdecode(source)
 
 
+class _BytesReader(io.BytesIO):
+    """In-memory audio for libsndfile's virtual I/O.
+
+    A corrupt header can make libsndfile seek before the start; `io.BytesIO` raises
+    there, inside a cffi callback, which prints a traceback on stderr for every such
+    file (and tells libsndfile position 0). Staying put instead lets libsndfile fail
+    on the data it then reads, quietly.
+    """
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: len(self.getbuffer())}
+        if base.get(whence, 0) + offset < 0:
+            return self.tell()
+        return super().seek(offset, whence)
+
+
 def decode(source: Source) -> tuple[np.ndarray, int]:
     """Decode a file path or in-memory bytes into a float32 mono waveform.
 
@@ -93,39 +120,79 @@ def decode(source: Source) -> tuple[np.ndarray, int]:
     which side a stereo recording put the voice on is not a cue). Integer PCM is scaled to
     [-1, 1) by libsndfile.
 
+    The input is untrusted: it is read in blocks, so memory follows the audio actually
+    present rather than the length a (possibly corrupt) header claims, and recordings
+    longer than `MAX_SECONDS` or at a rate outside `SAMPLE_RATE_RANGE` are refused.
+    Whatever libsndfile or numpy raise on a bad input becomes an `AudioError`.
+
     Returns:
         ``(waveform, sample_rate)``: shape ``(n,)``, float32, at the file's own rate.
 
     Raises:
         AudioError: the input is missing, empty, not audio libsndfile can read, has no
-            samples, or contains NaN/inf samples.
+            samples, contains NaN/inf samples, is too long or has an implausible rate.
     """
     name = _source_name(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError(name, "empty input (0 bytes)")
-        handle: io.BytesIO | str = io.BytesIO(bytes(source))
+        handle: io.BytesIO | str = _BytesReader(bytes(source))
     else:
         path = os.fsdecode(source)
         if not os.path.exists(path):
             raise AudioError(name, "no such file")
         if os.path.isdir(path):
             raise AudioError(name, "is a directory, not an audio file")
+        if not os.path.isfile(path):
+            raise AudioError(name, "not a regular file")
         if os.path.getsize(path) == 0:
             raise AudioError(name, "empty file (0 bytes)")
         handle = path
     try:
-        data, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
+        wave, sample_rate = _read_mono(handle, name)
+    except AudioError:
+        raise
     except sf.LibsndfileError as exc:
-        raise AudioError(name, f"not a readable audio file ({exc.error_string})") from exc
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise AudioError(name, f"not a readable audio file ({exc})") from exc
-    if data.shape[0] == 0:
+        raise AudioError(name, f"not a readable audio file ({exc.error_string})") from None
+    except MemoryError:
+        raise AudioError(name, "not a readable audio file (too large to decode)") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is this file's
+        detail = str(exc).strip() or type(exc).__name__
+        raise AudioError(name, f"not a readable audio file ({detail})") from None
+    if wave.size == 0:
         raise AudioError(name, "contains no audio samples")
-    if not np.all(np.isfinite(data)):
-        raise AudioError(name, "contains NaN or infinite samples")
-    wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
-    return np.ascontiguousarray(wave, dtype=np.float32), int(sample_rate)
+    return wave, sample_rate
+
+
+def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
+    """libsndfile's samples, down-mixed block by block; the checks of `decode`."""
+    with sf.SoundFile(handle) as audio:
+        sample_rate, channels = int(audio.samplerate), int(audio.channels)
+        low, high = SAMPLE_RATE_RANGE
+        if not low <= sample_rate <= high:
+            raise AudioError(
+                name, f"sample rate {sample_rate} Hz is outside {low}-{high} Hz (corrupt header?)"
+            )
+        if channels < 1:
+            raise AudioError(name, "has no audio channels")
+        limit = int(MAX_SECONDS * sample_rate)
+        blocks: list[np.ndarray] = []
+        total = 0
+        while True:
+            data = audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                break
+            total += data.shape[0]
+            if total > limit:
+                raise AudioError(name, f"longer than {MAX_SECONDS:g} s; cut it into shorter files")
+            if not np.all(np.isfinite(data)):
+                raise AudioError(name, "contains NaN or infinite samples")
+            mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
+            blocks.append(np.asarray(mono, dtype=np.float32))
+    if not blocks:
+        return np.zeros(0, dtype=np.float32), sample_rate
+    wave = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return np.ascontiguousarray(wave, dtype=np.float32), sample_rate
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -185,6 +252,37 @@ def fix_length(
     return np.tile(wave, math.ceil(n_samples / length))[:n_samples].copy()
 
 
+def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.ndarray:
+    """Decode, down-mix, resample, check and loudness-normalise a whole recording.
+
+    Everything `load_clip` does except the final cut to the model's length, so that serving
+    can score a long recording in windows with exactly the waveform training would have cut
+    its clip from. Steps, in this order: `decode` (mono float32); reject recordings shorter
+    than ``min_seconds`` (measured at the file's own rate); `resample` to ``sample_rate``;
+    reject silent ones (peak below `SILENCE_PEAK`); scale to RMS `TARGET_RMS` and clip to
+    [-1, 1]. The gain depends on the whole recording, never on how it is cut or padded later.
+
+    Returns:
+        float32 array of shape ``(n,)`` at ``sample_rate``.
+
+    Raises:
+        AudioError: unreadable input (see `decode`), too short, or silent.
+    """
+    name = _source_name(source)
+    wave, orig_sr = decode(source)
+    duration = wave.size / orig_sr
+    if duration < min_seconds:
+        raise AudioError(name, f"too short ({duration:.3f} s, need at least {min_seconds:g} s)")
+    wave = resample(wave, orig_sr, sample_rate)
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if not math.isfinite(peak):  # finite samples near float32's limit, overflowed by the filter
+        raise AudioError(name, "sample values out of range (overflow when resampling)")
+    if peak < SILENCE_PEAK:
+        raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    return np.clip(wave * np.float32(TARGET_RMS / rms), -1.0, 1.0).astype(np.float32)
+
+
 def load_clip(
     source: Source,
     sample_rate: int,
@@ -195,11 +293,10 @@ def load_clip(
 ) -> np.ndarray:
     """Decode, down-mix, resample, check, loudness-normalise and cut one clip for the model.
 
-    Steps, in this order: `decode` (mono float32); reject clips shorter than ``min_seconds``
-    (measured at the file's own rate); `resample` to ``sample_rate``; reject silent clips
-    (peak below `SILENCE_PEAK`); scale to RMS `TARGET_RMS` and clip to [-1, 1]; `fix_length`
-    to ``round(clip_seconds * sample_rate)`` samples. Normalising before padding means the
-    gain depends only on the recording, not on how much zero padding it will get.
+    `load_wave` (decode, length check, resample, silence check, scale to RMS `TARGET_RMS`),
+    then `fix_length` to ``round(clip_seconds * sample_rate)`` samples. Normalising before
+    padding means the gain depends only on the recording, not on how much zero padding it
+    will get.
 
     Returns:
         float32 array of shape ``(round(clip_seconds * sample_rate),)``.
@@ -210,15 +307,29 @@ def load_clip(
     n_samples = int(round(clip_seconds * sample_rate))
     if n_samples <= 0:
         raise ValueError(f"clip_seconds * sample_rate gives {n_samples} samples; need at least 1")
-    name = _source_name(source)
-    wave, orig_sr = decode(source)
-    duration = wave.size / orig_sr
-    if duration < min_seconds:
-        raise AudioError(name, f"too short ({duration:.3f} s, need at least {min_seconds:g} s)")
-    wave = resample(wave, orig_sr, sample_rate)
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak < SILENCE_PEAK:
-        raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
-    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    wave = np.clip(wave * np.float32(TARGET_RMS / rms), -1.0, 1.0).astype(np.float32)
+    wave = load_wave(source, sample_rate, min_seconds=min_seconds)
     return fix_length(wave, n_samples, crop=crop, pad=pad)
+
+
+def sliding_windows(
+    wave: np.ndarray, n_samples: int, hop: int, pad: Pad = "repeat"
+) -> list[np.ndarray]:
+    """Cut a (normalised) waveform into model-length windows that cover all of it.
+
+    A waveform no longer than ``n_samples`` gives one window, padded exactly as `fix_length`
+    pads a training clip. A longer one gives windows starting every ``hop`` samples, plus one
+    aligned with the end when the hops do not land there, so no sample is left unscored:
+    ``[0, n)``, ``[hop, hop + n)``, ..., ``[len - n, len)``.
+    """
+    if n_samples <= 0 or hop <= 0:
+        raise ValueError(f"n_samples and hop must be positive, got {n_samples} and {hop}")
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
+    if wave.size <= n_samples:
+        return [fix_length(wave, n_samples, pad=pad)]
+    last = wave.size - n_samples
+    starts = list(range(0, last + 1, hop))
+    if starts[-1] != last:
+        starts.append(last)
+    return [wave[start : start + n_samples].copy() for start in starts]

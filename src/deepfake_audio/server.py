@@ -1,14 +1,22 @@
 """Start, stop and check the local MLflow tracking server.
 
-The default team set-up in one folder (`mlruns/`, git-ignored): a SQLite
-backend store, artifacts served by the server itself (`--artifacts-destination`),
-a pid file and a log file. One server process with one worker owns the SQLite
-file; clients only speak HTTP to it, so several stages or tuner workers can log
-at once without ever opening the database themselves.
+The default set-up in one folder (`mlruns/`, git-ignored): a SQLite backend
+store, artifacts served by the server itself (`--artifacts-destination`), a pid
+file and a log file. One server process with one worker owns the SQLite file;
+clients only speak HTTP to it, so several stages or tuner workers can log at
+once without ever opening the database themselves.
+
+A team points the same command at a database and an object store instead
+(`backend_store_uri="postgresql://..."`, `artifacts_destination="s3://..."`);
+the pid and log files still live under `root`. The server binds to 127.0.0.1
+unless told otherwise, and says so on stderr when it is told otherwise:
+MLflow's REST API has no authentication of its own (`basic_auth=True` turns on
+`mlflow server --app-name basic-auth`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -24,7 +32,6 @@ from deepfake_audio.errors import UserError
 DEFAULT_PORT = 5000
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ROOT = Path("mlruns")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -80,25 +87,57 @@ def _read_pid(files: ServerFiles) -> int | None:
     return pid
 
 
-def command(files: ServerFiles, host: str, port: int) -> list[str]:
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or an interface address: reachable from elsewhere
+
+
+def exposure_warning(host: str, port: int) -> str:
+    return (
+        f"warning: the MLflow server listens on {host}:{port}: anyone who can reach this "
+        "machine can read and write its runs and registered models; use --basic-auth "
+        "or an authenticating proxy (README: Team setup)"
+    )
+
+
+def command(
+    files: ServerFiles,
+    host: str,
+    port: int,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    workers: int | None = None,
+    basic_auth: bool = False,
+) -> list[str]:
     root = files.root.resolve()
-    return [
+    backend = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+    if workers is None:
+        # One process owns a SQLite file: several would contend for its lock.
+        workers = 1 if backend.startswith("sqlite:") else 4
+    cmd = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend,
         "--artifacts-destination",
-        str(root / "artifacts"),
+        artifacts_destination or str(root / "artifacts"),
         "--host",
         host,
         "--port",
         str(port),
-        # One process owns the SQLite file: several would contend for its lock.
         "--workers",
-        "1",
+        str(workers),
     ]
+    if basic_auth:
+        cmd += ["--app-name", "basic-auth"]
+    return cmd
 
 
 def start(
@@ -106,19 +145,26 @@ def start(
     host: str = DEFAULT_HOST,
     port: int | None = None,
     timeout: float = 120.0,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    workers: int | None = None,
+    basic_auth: bool = False,
 ) -> str:
-    """Start the server in the background (idempotent) and return its URL once healthy."""
+    """Start the server in the background (idempotent) and return its URL once healthy.
+
+    `backend_store_uri` defaults to the SQLite file `root/mlflow.db` and
+    `artifacts_destination` to `root/artifacts`; a `postgresql://` URI and an
+    `s3://` (or other object store) URL make it a team server. A `host` that is
+    not a loopback address prints a one-line warning on stderr.
+    """
     port = port_from_env() if port is None else port
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     files = ServerFiles(root)
     files.root.mkdir(parents=True, exist_ok=True)
-    files.artifacts.mkdir(exist_ok=True)
-    if host not in LOOPBACK:
-        print(
-            f"warning: binding the MLflow server to {host}: anyone who can reach this "
-            "machine can read and write your runs (consider --app-name basic-auth)",
-            file=sys.stderr,
-        )
+    if artifacts_destination is None:
+        files.artifacts.mkdir(exist_ok=True)
+    if not is_loopback(host):
+        print(exposure_warning(host, port), file=sys.stderr)
     pid = _read_pid(files)
     if pid is not None and is_healthy(url):
         return url
@@ -127,9 +173,10 @@ def start(
             f"port {port}: another MLflow server already answers at {url}; "
             "stop it or set MLFLOW_PORT to a free port"
         )
+    cmd = command(files, host, port, backend_store_uri, artifacts_destination, workers, basic_auth)
     with open(files.log, "ab") as log:
         process = subprocess.Popen(
-            command(files, host, port),
+            cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -158,7 +205,10 @@ def _tail(path: Path) -> str:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except FileNotFoundError:
         return "(no log)"
-    return lines[-1] if lines else "(empty log)"
+    # A Python traceback ends in its message, which may run over several lines: the
+    # last line naming an exception says what went wrong, not its continuation.
+    errors = [line for line in lines if "Error" in line or "Exception:" in line]
+    return (errors or lines or ["(empty log)"])[-1].strip()
 
 
 def stop(root: Path = DEFAULT_ROOT, timeout: float = 20.0) -> bool:

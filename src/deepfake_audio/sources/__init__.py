@@ -3,11 +3,20 @@
 Each source module turns one corpus layout into `Clip` records; the dataset
 stage does not care where a clip came from. A clip is either a file under
 `data.path` or a synthetic demo clip generated from its seed.
+
+A clip's path comes from a directory walk, a protocol file or a manifest: text
+a user hands us. Every one is checked to stay inside `data.path` (no absolute
+path, no `..` climbing out), so a crafted list cannot make the dataset stage
+read, hash and report on files elsewhere. The check is lexical: a symbolic link
+under `data.path` is followed, as DVC's own symlink cache needs.
 """
 
 from __future__ import annotations
 
+import os
+import posixpath
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from deepfake_audio.errors import UserError
 from deepfake_audio.params import Params
@@ -32,11 +41,42 @@ class Clip:
         return 1 if self.label == "bonafide" else 0
 
 
+def inside(root: str | os.PathLike, relative: str) -> Path | None:
+    """`root / relative` if that names something inside `root`, else None.
+
+    Rejects absolute paths (POSIX or Windows, drive letters included), NUL bytes and
+    any `..` that climbs above `root`; backslashes count as separators.
+    """
+    if not relative or "\x00" in relative:
+        return None
+    if PureWindowsPath(relative).drive or PureWindowsPath(relative).root:
+        return None
+    unix = relative.replace("\\", "/")
+    if PurePosixPath(unix).is_absolute():
+        return None
+    normal = posixpath.normpath(unix)
+    if normal == ".." or normal.startswith("../") or normal == ".":
+        return None
+    return Path(root) / normal
+
+
 def list_clips(params: Params) -> list[Clip]:
     """Every clip of the configured source, in a deterministic order."""
     source = params.data.source
     if source == "demo":
         return _demo_clips(params)
+    clips = _file_clips(params)
+    root = params.data.path or "."
+    for clip in clips:
+        if inside(root, clip.path) is None:
+            raise UserError(
+                f"data.path: clip {clip.path!r} ({clip.split}) is not a path inside {root}"
+            )
+    return clips
+
+
+def _file_clips(params: Params) -> list[Clip]:
+    source = params.data.source
     if source == "folders":
         from deepfake_audio.sources import folders
 

@@ -36,11 +36,23 @@ def parse_line(line: str, where: str) -> tuple[str, str, str, str] | None:
     if len(fields) < 3 or key_at is None:
         raise UserError(f"{where}: not a protocol line (no bonafide/spoof key): {line.strip()!r}")
     speaker, utterance = fields[0], fields[1]
+    # An id names a file found by a walk of data.path: a path in its place (`../x`,
+    # `/etc/x`, `..\\x`) could only be an attempt to read something outside it.
     if "/" in utterance or "\\" in utterance or utterance.startswith("."):
-        raise UserError(f"{where}: utterance id {utterance!r} is not a plain file name")
+        raise UserError(
+            f"{where}: utterance id {utterance!r} is not a plain file name "
+            "(paths outside data.path are refused)"
+        )
     label = fields[key_at].lower()
     attack = fields[key_at - 1] if key_at >= 3 and label == "spoof" else "-"
     return speaker, utterance, attack, label
+
+
+def _read_protocol(protocol: Path, split: str) -> list[str]:
+    try:
+        return protocol.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise UserError(f"data.protocols.{split}: {protocol}: {exc.strerror}") from None
 
 
 def _audio_index(root: Path) -> dict[str, Path]:
@@ -70,8 +82,8 @@ def list_clips(params: Params) -> list[Clip]:
         protocol = root / protocols[split]
         if not protocol.is_file():
             raise UserError(f"data.protocols.{split}: {protocol} not found")
-        for number, line in enumerate(protocol.read_text().splitlines(), start=1):
-            where = f"{protocol.name}:{number}"
+        for number, line in enumerate(_read_protocol(protocol, split), start=1):
+            where = f"{protocols[split]}:{number}"
             parsed = parse_line(line, where)
             if parsed is None:
                 continue

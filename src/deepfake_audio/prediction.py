@@ -1,24 +1,35 @@
 """`deepfake-audio predict`: score audio files with a registered (or local) model.
 
-Audio goes through the same decoding, crop/pad and log-mel code as the
-dataset stage, so the model sees at serving time exactly what it saw in
-training. A file that cannot be decoded gets its own error row; the others
-are still scored, and the exit code (1) says that something failed.
+The default model is `models:/<registry.model_name>@champion`, loaded as the
+MLflow pyfunc that `mlflow models serve` runs (`serving.DetectorModel`), and
+given the files as its `path` column: predict and the server give the same
+numbers, from the same decoding, the features the model was trained with, the
+same windows over long recordings and the model's own validation threshold.
+
+A local `.keras` file carries none of that: it is scored with the features in
+params.yaml and threshold 0 (probability 0.5). A version registered before the
+pyfunc existed (Keras flavor only) is scored the same way, with the threshold
+from its registry tags.
+
+A file that cannot be decoded gets its own error row; the others are still
+scored, and the exit code (1) says that something failed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from deepfake_audio.errors import UserError
 from deepfake_audio.params import Params
 from deepfake_audio.sources.folders import AUDIO_SUFFIXES
+
+Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 
 
 def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
@@ -36,13 +47,41 @@ def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> lis
     return files
 
 
-def load_model(params: Params, uri: str | None) -> tuple[Any, float, str]:
-    """The Keras model and its decision threshold (a bona fide logit)."""
+def _keras_detector(model: Any, params: Params, threshold: float) -> Any:
+    from deepfake_audio import serving
+
+    config = serving.make_config(params.section("features"), threshold)
+    try:
+        return serving.Detector(model, config)
+    except ValueError as exc:
+        raise UserError(f"{exc} (features from params.yaml)") from None
+
+
+def _registry_threshold(uri: str) -> float:
+    """The `threshold` tag of a models:/ URI's version (0 for other URIs)."""
+    if not uri.startswith("models:/"):
+        return 0.0
+    from mlflow.tracking import MlflowClient
+
+    name, _, ref = uri[len("models:/") :].partition("@")
+    client = MlflowClient()
+    version = (
+        client.get_model_version_by_alias(name, ref)
+        if ref
+        else client.get_model_version(*name.split("/", 1))
+    )
+    return float(version.tags.get("threshold", 0.0))
+
+
+def load_model(params: Params, uri: str | None) -> tuple[Scorer, str, str]:
+    """A scorer for DataFrames of paths, the model's feature kind, and the URI used."""
     uri = uri or f"models:/{params.registry.model_name}@champion"
     if Path(uri).suffix == ".keras":
         from deepfake_audio import models
 
-        return models.load(uri), 0.0, uri
+        detector = _keras_detector(models.load(uri), params, 0.0)
+        return detector.score, detector.kind, uri
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -50,61 +89,55 @@ def load_model(params: Params, uri: str | None) -> tuple[Any, float, str]:
 
     tracking.connect(params.mlflow.experiment_name)
     try:
-        model = mlflow.keras.load_model(uri)
+        info = mlflow.models.get_model_info(uri)
+        loader = info.flavors.get("python_function", {}).get("loader_module")
+        if loader == "mlflow.pyfunc.model":
+            model = mlflow.pyfunc.load_model(uri)
+            config = getattr(model.unwrap_python_model(), "config", None)
+            if config is None:
+                raise UserError(f"--model {uri}: not a deepfake-audio detector")
+            return model.predict, str(config["features"]["kind"]), uri
+        keras_model = mlflow.keras.load_model(uri)
+        threshold = _registry_threshold(uri)
     except MlflowException as exc:
         raise UserError(f"--model {uri}: cannot load ({exc.message.splitlines()[0]})") from None
-    threshold = 0.0
-    if uri.startswith("models:/"):
-        from mlflow.tracking import MlflowClient
-
-        name, _, ref = uri[len("models:/") :].partition("@")
-        client = MlflowClient()
-        version = (
-            client.get_model_version_by_alias(name, ref)
-            if ref
-            else client.get_model_version(*name.split("/", 1))
-        )
-        threshold = float(version.tags.get("threshold", 0.0))
-    return model, threshold, uri
+    detector = _keras_detector(keras_model, params, threshold)
+    return detector.score, detector.kind, uri
 
 
-def score_files(
-    model: Any, files: list[Path], params: Params, threshold: float
-) -> list[dict[str, Any]]:
-    from deepfake_audio.dataset import BadFile, file_features
+def score_files(scorer: Scorer, files: list[Path]) -> list[dict[str, Any]]:
+    import pandas as pd
 
-    fp = params.features
+    frame = pd.DataFrame({"path": [str(path) for path in files]})
+    scores = scorer(frame)
     rows: list[dict[str, Any]] = []
-    for path in files:
-        try:
-            feats, _ = file_features(path, fp)
-        except BadFile as exc:
-            rows.append(
-                {"path": str(path), "fake_probability": "", "label": "error", "error": str(exc)}
-            )
-            continue
-        feats = feats.reshape((1, *fp.input_shape)).astype(np.float32)
-        logit = float(np.asarray(model.predict(feats, verbose=0)).ravel()[0])
+    for path, (_, out) in zip(files, scores.iterrows(), strict=True):
+        error = out.get("error") or ""
+        probability = out.get("fake_probability")
         rows.append(
             {
                 "path": str(path),
-                "fake_probability": round(float(1.0 / (1.0 + np.exp(logit))), 6),
-                "label": "real" if logit > threshold else "fake",
-                "error": "",
+                "fake_probability": "" if error else round(float(probability), 6),
+                "label": "error" if error else str(out["label"]),
+                "windows": int(out.get("windows", 0) or 0),
+                "error": str(error),
             }
         )
     return rows
 
 
 def run(params: Params, inputs: list[str], model_uri: str | None, fmt: str) -> int:
-    if params.features.kind == "image":
+    for item in inputs:  # before the (slow) model load
+        if not Path(item).exists():
+            raise UserError(f"{item}: no such file or directory")
+    scorer, kind, _ = load_model(params, model_uri)
+    if kind == "image":
         from deepfake_audio.images import IMAGE_SUFFIXES
 
         files = expand(inputs, IMAGE_SUFFIXES)
     else:
         files = expand(inputs)
-    model, threshold, _ = load_model(params, model_uri)
-    rows = score_files(model, files, params, threshold)
+    rows = score_files(scorer, files)
     if fmt == "json":
         print(json.dumps(rows, indent=2))
     else:

@@ -18,6 +18,43 @@ from deepfake_audio.params import Params
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Metrics of reports/metrics.json every version carries as tags (where evaluate wrote them).
+METRIC_TAGS = (
+    "test_eer",
+    "test_min_dcf",
+    "test_roc_auc",
+    "test_accuracy",
+    "validation_eer",
+    "threshold",
+)
+MODEL_DESCRIPTION = (
+    "Spoofed-speech detector, an MLflow pyfunc that takes raw audio: a DataFrame column "
+    "`audio_base64` (the bytes of any file libsndfile decodes) or `path` (image models: "
+    "`image_base64` or `path`), and returns `fake_probability`, `label` (fake/real at the "
+    "validation threshold), `windows` and `error`. Serve the champion with `mlflow models "
+    "serve -m models:/<this name>@champion --env-manager local`; score files with "
+    "`deepfake-audio predict`. `mlflow.keras.load_model` gives the bare network (features in, "
+    "bona fide logit out). `champion` moves only through the EER gate or `deepfake-audio "
+    "promote`; `challenger` is the latest version."
+)
+
+# What earlier versions of this module wrote; replaced, a description someone edited is kept.
+_OLD_MODEL_DESCRIPTION = "Spoofed-speech detector (bona fide logit out); see the project README."
+
+
+def describe(tags: dict[str, str], summary: dict[str, Any], source: str) -> str:
+    """A version's one-paragraph description: what, on which data, how good, made how."""
+    digest = tags.get("dataset_digest") or "unknown"
+    demo = " (synthetic demo corpus: not a benchmark)" if source == "demo" else ""
+    exp = tags.get("dvc_exp_name")
+    how = f"`dvc exp run` {exp}" if exp else "`dvc repro` (no DVC experiment)"
+    commit = tags.get("git_commit") or "unknown"
+    return (
+        f"{tags.get('architecture') or 'model'} on {source} data (dataset {digest}), "
+        f"test EER {summary['test_eer']:.2%}{demo}; labels at the validation threshold "
+        f"{summary['threshold']:.4f} (bona fide logit). Trained by {how} at commit {commit}, "
+        f"MLflow run {tags.get('train_run_id', '')}."
+    )
 
 
 def _version_eer(client: Any, name: str, version: str) -> float | None:
@@ -64,28 +101,35 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
     name = params.registry.model_name
     run = client.get_run(run_info["run_id"])
     tags = {
-        "test_eer": f"{summary['test_eer']:.6f}",
-        "test_min_dcf": f"{summary['test_min_dcf']:.6f}",
-        "threshold": f"{summary['threshold']:.6f}",
+        **{
+            key: f"{float(summary[key]):.6f}"
+            for key in METRIC_TAGS
+            if isinstance(summary.get(key), int | float)
+        },
         "git_commit": run.data.tags.get("git_commit", ""),
         "dvc_exp_name": run.data.tags.get("dvc_exp_name", ""),
         "dataset_digest": run.data.tags.get("dataset_digest", ""),
         "architecture": run.data.params.get("architecture", ""),
         "data_source": params.data.source,
+        "train_run_id": run_info["run_id"],
     }
-    demo = " on the synthetic demo corpus" if params.data.source == "demo" else ""
-    description = (
-        f"{tags['architecture']} trained by run {run_info['run_id']}; test EER "
-        f"{summary['test_eer']:.2%}{demo}, threshold {summary['threshold']:.4f} "
-        "chosen on validation."
-    )
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(
-            name,
-            description="Spoofed-speech detector (bona fide logit out); see the project README.",
+    served = run_info.get("threshold")
+    if served is not None and abs(float(served) - float(summary["threshold"])) > 1e-4 * max(
+        1.0, abs(float(served))
+    ):
+        print(
+            f"warning: the model serves at threshold {float(served):.6f} (train stage) but "
+            f"evaluate chose {summary['threshold']:.6f}; labels follow the former",
+            file=sys.stderr,
         )
+    description = describe(tags, summary, params.data.source)
+    try:
+        registered = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=MODEL_DESCRIPTION)
+    else:
+        if not registered.description or registered.description == _OLD_MODEL_DESCRIPTION:
+            client.update_registered_model(name, description=MODEL_DESCRIPTION)
     version = mlflow.register_model(run_info["logged_model_uri"], name, tags=tags)
     client.update_model_version(name, version.version, description=description)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -157,7 +201,13 @@ def promote(params: Params, version: int, force: bool = False) -> dict[str, Any]
         return f"version {v} (test EER {eer:.2%})" if eer is not None else f"version {v}"
 
     old = show(current.version, old_eer) if current else "none"
-    print(f"{name} champion: {old} -> {show(version, new_eer)}")
+    if current is not None and int(current.version) == int(version):
+        note = " (unchanged)"
+    elif current is not None and int(version) < int(current.version):
+        note = " (rollback)"
+    else:
+        note = ""
+    print(f"{name} champion: {old} -> {show(version, new_eer)}{note}")
     return {
         "model_name": name,
         "champion": version,

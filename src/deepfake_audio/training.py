@@ -18,13 +18,29 @@ import numpy as np
 from deepfake_audio.params import Params
 
 
+def validation_threshold(model: Any, val: Any, targets: np.ndarray) -> float:
+    """The validation split's EER threshold on the bona fide logit, as evaluate picks it.
+
+    Stored with the served model, which labels a clip real above it. Falls back to 0
+    (probability 0.5) when the scores carry no ranking; evaluate then says why.
+    """
+    from deepfake_audio.metrics import compute_eer
+
+    scores = np.asarray(model.predict(val, verbose=0), dtype=np.float64).ravel()
+    targets = np.asarray(targets)
+    try:
+        return float(compute_eer(scores[targets == 1], scores[targets == 0])[1])
+    except ValueError as exc:
+        print(f"warning: no validation threshold ({exc}); the model uses 0", file=sys.stderr)
+        return 0.0
+
+
 def run(
     params: Params, dataset_dir: Path, hparams_path: Path, model_path: Path, run_info_path: Path
 ) -> dict[str, Any]:
     import mlflow
-    from mlflow.models import infer_signature
 
-    from deepfake_audio import models, runtime, tracking
+    from deepfake_audio import models, runtime, serving, tracking
     from deepfake_audio.callbacks import MlflowEpochLogger, standard_callbacks
     from deepfake_audio.dataset import SpectrogramDataset
 
@@ -82,14 +98,24 @@ def run(
         model.save(tmp)
         tmp.replace(model_path)
 
-        example = next(iter(data.iter_shards("validation")))[0][:2].astype(np.float32)[..., None]
-        signature = infer_signature(example, model.predict(example, verbose=0))
-        info = tracking.log_keras_model(model, signature=signature, input_example=example)
+        # The registered model: raw audio in, fake probability out, with the features this
+        # model was trained with and the validation threshold (see serving.py).
+        threshold = validation_threshold(model, val, data.labels("validation"))
+        config = serving.make_config(
+            data.meta["features"],
+            threshold,
+            architecture=params.model.architecture,
+            dataset_digest=digest,
+            train_run_id=run_id,
+        )
+        info = serving.log_model(model_path, config)
         result = {
             "run_id": run_id,
             "experiment_id": active.info.experiment_id,
             "model_uri": f"runs:/{run_id}/model",
             "logged_model_uri": info.model_uri,
+            "model_id": info.model_id,
+            "threshold": threshold,
             "dataset_digest": digest,
             "epochs_run": epochs_run,
             "tracking_uri": tracking.tracking_uri(),

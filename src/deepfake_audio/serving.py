@@ -1,0 +1,426 @@
+"""The registered model: raw audio in, `fake_probability` and `label` out.
+
+What the train stage logs and the register stage registers is an MLflow pyfunc
+(`DetectorModel`) around the trained Keras model and a small JSON config: the
+features section the model was *trained* with (from the dataset's stats.json,
+not today's params.yaml), its input shape and the decision threshold chosen on
+validation. `mlflow models serve -m models:/<name>@champion` and
+`deepfake-audio predict` both go through it:
+
+    input   a DataFrame with exactly one of the columns
+              audio_base64   the bytes of any file libsndfile decodes, base64
+              path           a file the scoring process can read
+            (image models - features.kind: image - take image_base64 or path of a PNG/JPG)
+    output  fake_probability  sigmoid(-mean bona fide logit), in [0, 1]
+            label             "real" when the mean logit is above the threshold, else "fake";
+                              "error" for a row that could not be scored
+            windows           how many model-length windows the row was scored in
+            error             empty, or the one-line reason the row was not scored
+
+Every row goes through the training code: `audio.load_wave` (decode, mono,
+resample, loudness) and `dataset.clip_features` (log-mel or LFCC), or
+`images.load_image`. A recording no longer than the training clip is padded
+as in training; a longer one is cut into windows of the training length every
+half window (the last one aligned with the end), each window is scored, and
+the window logits are averaged. The mean of logits, rather than the maximum
+fake probability, keeps the aggregate on the scale the validation threshold
+was chosen on: a per-window maximum drifts towards "fake" the more windows a
+recording has, so its false alarms would grow with the length of the file.
+(The price: a short spoofed insert in a long genuine recording is diluted.)
+
+A row that cannot be decoded gets an `error` and `label` "error"; the other
+rows of the batch are still scored. A batch without exactly one of the input
+columns is refused as a whole.
+
+The logged model also carries the `keras` flavor over the very same .keras
+file, so `mlflow.keras.load_model(uri)` still returns the bare network
+(features in, bona fide logit out) without a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from deepfake_audio.params import FeaturesParams, LfccParams
+
+CONFIG_FORMAT = 1
+KERAS_ARTIFACT = "keras_model"
+CONFIG_ARTIFACT = "config"
+KERAS_FILE = "model.keras"  # the keras flavor's loader looks for <data>/model.keras
+AUDIO_COLUMNS = ("audio_base64", "path")
+IMAGE_COLUMNS = ("image_base64", "path")
+OUTPUT_COLUMNS = ("fake_probability", "label", "windows", "error")
+# Windows start every half window: each moment of a long recording is seen by two windows,
+# once away from a window edge.
+WINDOW_HOP = 0.5
+BATCH_SIZE = 64
+# The package's own imports at scoring time, pinned in the logged model's requirements.
+SERVING_PACKAGES = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scipy",
+    "pandas",
+    "soundfile",
+    "pillow",
+    "pyyaml",
+    "cloudpickle",
+)
+
+
+# --- config --------------------------------------------------------------------
+
+
+def features_from_dict(raw: dict[str, Any]) -> FeaturesParams:
+    """The `FeaturesParams` a model was trained with, from its stored features section."""
+    known = {f.name for f in dataclasses.fields(FeaturesParams)}
+    values = {k: v for k, v in raw.items() if k in known}
+    if isinstance(values.get("lfcc"), dict):
+        lfcc_known = {f.name for f in dataclasses.fields(LfccParams)}
+        values["lfcc"] = LfccParams(**{k: v for k, v in values["lfcc"].items() if k in lfcc_known})
+    if "image_size" in values:
+        values["image_size"] = tuple(values["image_size"])
+    return FeaturesParams(**values)
+
+
+def make_config(features: dict[str, Any], threshold: float, **extra: Any) -> dict[str, Any]:
+    """The serving config stored next to the Keras model (JSON-serialisable)."""
+    fp = features_from_dict(features)
+    return {
+        "format": CONFIG_FORMAT,
+        "features": features,
+        "input_shape": list(fp.input_shape),
+        "threshold": float(threshold),
+        "score": "bonafide_logit",
+        "aggregation": "mean_logit",
+        "window_hop": WINDOW_HOP,
+        **extra,
+    }
+
+
+def input_columns(kind: str) -> tuple[str, str]:
+    return IMAGE_COLUMNS if kind == "image" else AUDIO_COLUMNS
+
+
+def signature(kind: str) -> Any:
+    """Either input column (both optional strings: send exactly one) and the four outputs."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", name, required=False) for name in input_columns(kind)])
+    outputs = Schema(
+        [
+            ColSpec("double", "fake_probability"),
+            ColSpec("string", "label"),
+            ColSpec("long", "windows"),
+            ColSpec("string", "error"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+# --- scoring -------------------------------------------------------------------
+
+
+class RowError(Exception):
+    """One input row that cannot be scored; the message is its one-line reason."""
+
+
+def _decode_base64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RowError(f"<bytes>: not valid base64 ({exc})") from None
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str | bytes) and len(value) == 0
+
+
+class Detector:
+    """A Keras model and its serving config: DataFrame of inputs in, scores out.
+
+    Plain Python, no MLflow: `DetectorModel` wraps it for the registry, and
+    `deepfake-audio predict` uses it directly for a local .keras file.
+    """
+
+    def __init__(self, model: Any, config: dict[str, Any]) -> None:
+        self.model = model
+        self.config = config
+        self.features = features_from_dict(config["features"])
+        self.threshold = float(config["threshold"])
+        self.hop = max(1, int(round(self.features.n_samples * config.get("window_hop", 0.5))))
+        self.columns = input_columns(self.features.kind)
+        expected = tuple(config.get("input_shape", self.features.input_shape))
+        got = tuple(model.input_shape[1:])
+        if got != expected:
+            raise ValueError(
+                f"the Keras model takes inputs of shape {got}, but its serving config "
+                f"describes features of shape {expected}"
+            )
+
+    @property
+    def kind(self) -> str:
+        return self.features.kind
+
+    def column(self, frame: pd.DataFrame) -> str:
+        present = [c for c in self.columns if c in frame.columns]
+        if len(present) != 1:
+            got = "both" if present else "neither"
+            raise ValueError(
+                f"this {self.kind} model takes a DataFrame with exactly one of the columns "
+                f"{' or '.join(self.columns)}; the input has {got}"
+            )
+        return present[0]
+
+    def windows(self, column: str, value: Any) -> np.ndarray:
+        """Model inputs for one row, shape (windows, *input_shape); `RowError` if unusable."""
+        from deepfake_audio.errors import UserError
+
+        if _missing(value):
+            raise RowError(f"no {column} given")
+        if not isinstance(value, str | bytes | os.PathLike):
+            raise RowError(f"{column}: expected a string, got {type(value).__name__}")
+        source: Any = _decode_base64(value) if column.endswith("_base64") else os.fsdecode(value)
+        fp = self.features
+        try:
+            if fp.kind == "image":
+                from deepfake_audio.images import load_image
+
+                image, _ = load_image(source, fp.image_size)
+                inputs = image[None].astype(np.float32)
+            else:
+                from deepfake_audio.audio import load_wave, sliding_windows
+                from deepfake_audio.dataset import clip_features
+
+                wave = load_wave(source, fp.sample_rate)
+                windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)
+                feats = np.stack([clip_features(window, fp) for window in windows])
+                inputs = feats.reshape((-1, *fp.input_shape)).astype(np.float32)
+        except (UserError, ValueError) as exc:
+            raise RowError(str(exc)) from None
+        if not np.all(np.isfinite(inputs)):  # the dataset stage rejects these too
+            name = "<bytes>" if column.endswith("_base64") else source
+            raise RowError(f"{name}: features are not finite")
+        return inputs
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        out = self.model.predict(inputs, batch_size=BATCH_SIZE, verbose=0)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """One output row per input row (same index), in the order given."""
+        from scipy.special import expit
+
+        column = self.column(frame)
+        errors: list[str] = []
+        parts: list[np.ndarray] = []
+        for value in frame[column].tolist():
+            try:
+                parts.append(self.windows(column, value))
+                errors.append("")
+            except RowError as exc:
+                parts.append(np.empty((0, *self.features.input_shape), dtype=np.float32))
+                errors.append(str(exc) or "cannot be scored")
+        counts = [len(p) for p in parts]
+        stacked = np.concatenate(parts) if any(counts) else None
+        logits = self.logits(stacked) if stacked is not None else np.empty(0)
+        probabilities: list[float | None] = []
+        labels: list[str] = []
+        start = 0
+        for count, error in zip(counts, errors, strict=True):
+            if error:
+                probabilities.append(None)
+                labels.append("error")
+                continue
+            mean = float(np.mean(logits[start : start + count]))
+            start += count
+            probabilities.append(float(expit(-mean)))
+            labels.append("real" if mean > self.threshold else "fake")
+        dtype = object if any(errors) else "float64"  # None, not NaN: JSON null when served
+        return pd.DataFrame(
+            {
+                "fake_probability": pd.Series(probabilities, index=frame.index, dtype=dtype),
+                "label": pd.Series(labels, index=frame.index, dtype=object),
+                "windows": pd.Series(counts, index=frame.index, dtype="int64"),
+                "error": pd.Series(errors, index=frame.index, dtype=object),
+            }
+        )
+
+
+def load_keras(path: str | os.PathLike) -> Any:
+    """The Keras model file for inference: safe mode (no arbitrary code), no optimizer."""
+    import keras
+
+    return keras.saving.load_model(os.fspath(path), compile=False, safe_mode=True)
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    """The MLflow pyfunc: `Detector` built from the logged artifacts."""
+
+    def load_context(self, context: Any) -> None:
+        from deepfake_audio import runtime
+
+        tf = runtime.import_tensorflow()
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass  # already initialised in this process
+        config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+        if int(config.get("format", 0)) > CONFIG_FORMAT:
+            raise ValueError(
+                f"serving config format {config['format']} is newer than this code "
+                f"understands ({CONFIG_FORMAT})"
+            )
+        self.detector = Detector(load_keras(context.artifacts[KERAS_ARTIFACT]), config)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.detector.config
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        try:
+            return self.detector.score(model_input)
+        except ValueError as exc:
+            from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+# --- logging -------------------------------------------------------------------
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model: what scoring imports, at today's versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in SERVING_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def example_input(kind: str) -> pd.DataFrame:
+    """A small, valid request: half a second of a buzzy tone at 8 kHz, or a noise PNG."""
+    import io
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    if kind == "image":
+        from PIL import Image
+
+        pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buffer, format="PNG")
+    else:
+        import soundfile
+
+        rate = 8000
+        t = np.arange(rate // 2) / rate
+        wave = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 6))
+        wave = 0.1 * wave + 0.005 * rng.normal(size=t.size)
+        soundfile.write(buffer, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return pd.DataFrame({input_columns(kind)[0]: [encoded]})
+
+
+class _DetectorFlavor:
+    """`mlflow.pyfunc` plus a `keras` flavor entry over the same .keras artifact."""
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Any, **kwargs: Any) -> None:
+        import keras
+
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        saved = mlflow_model.flavors["python_function"]["artifacts"][KERAS_ARTIFACT]["path"]
+        data, name = os.path.split(saved)
+        if name != KERAS_FILE:  # the keras flavor's loader reads <data>/model.keras
+            raise RuntimeError(f"unexpected artifact layout {saved!r}")
+        mlflow_model.add_flavor(
+            "keras",
+            data=data,
+            keras_version=keras.__version__,
+            keras_backend=keras.backend.backend(),
+            save_exported_model=False,
+        )
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+_MODEL_CODE = """\
+# The deepfake-audio detector (deepfake_audio/serving.py, shipped next to this file).
+import mlflow.models
+
+from deepfake_audio.serving import DetectorModel
+
+mlflow.models.set_model(DetectorModel())
+"""
+
+
+def package_dir() -> Path:
+    """The deepfake_audio package this process runs: shipped with the model as code."""
+    import deepfake_audio
+
+    return Path(deepfake_audio.__file__).resolve().parent
+
+
+def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str = "model") -> Any:
+    """Log the detector to the active run (a logged model); returns MLflow's ModelInfo.
+
+    The package's source goes with the model (`code_paths`): a server imports
+    exactly the feature code the model was trained with, and needs no
+    installed deepfake-audio (with `--env-manager local` a copy is already
+    installed; the shipped one comes first on sys.path there). The model
+    itself is "models from code" - a three-line file that instantiates
+    `DetectorModel` - so nothing is unpickled when it loads.
+    """
+    kind = features_from_dict(config["features"]).kind
+    with tempfile.TemporaryDirectory(prefix="deepfake-audio-model-") as tmp:
+        staging = Path(tmp)
+        shutil.copyfile(keras_path, staging / KERAS_FILE)
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        code = staging / "code" / "deepfake_audio"
+        shutil.copytree(package_dir(), code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # Models from code: the model is this one line, run at load time, not a pickle.
+        (staging / "detector.py").write_text(_MODEL_CODE)
+        from mlflow.models import Model
+
+        return Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=_DetectorFlavor,
+            python_model=str(staging / "detector.py"),
+            artifacts={
+                KERAS_ARTIFACT: str(staging / KERAS_FILE),
+                CONFIG_ARTIFACT: str(staging / "config.json"),
+            },
+            code_paths=[str(code)],
+            signature=signature(kind),
+            input_example=example_input(kind),
+            pip_requirements=requirements(),
+        )

@@ -1,0 +1,449 @@
+"""The registered model as a service: pyfunc round trip, `mlflow models serve`, `predict`.
+
+Against the session's real MLflow server, no mocks. The network is built, not
+trained (`models.build`): what is under test is the serving path around it -
+decoding, the training features, windows, threshold, errors, registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from conftest import free_port
+from deepfake_audio.params import parse_params
+
+RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
+CLIP = 1.0  # training clip length, seconds
+HPARAMS = {
+    "filters_1": 8,
+    "filters_2": 8,
+    "kernel_size_1": 3,
+    "kernel_size_2": 3,
+    "dense_units": 8,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+}
+
+
+def _voice(seed: int, seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = rng.uniform(90, 220) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    wave = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
+    return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def _sigmoid(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
+
+
+class Served:
+    """What the module fixture built: files, expected logits, the registered name."""
+
+    def __init__(self, root: Path, name: str, experiment: str, params_file: Path) -> None:
+        self.root, self.name, self.experiment, self.params_file = (
+            root,
+            name,
+            experiment,
+            params_file,
+        )
+        self.files: dict[str, Path] = {}
+        self.logits: dict[str, float] = {}
+        self.threshold = 0.0
+        self.logged_model_uri = ""
+
+    def b64(self, key: str) -> str:
+        return base64.b64encode(self.files[key].read_bytes()).decode("ascii")
+
+    def expected(self, key: str) -> tuple[float, str]:
+        logit = self.logits[key]
+        return _sigmoid(-logit), "real" if logit > self.threshold else "fake"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Served:
+    import mlflow
+
+    from deepfake_audio import audio, dataset, models, registry, serving, tracking
+
+    root = tmp_path_factory.mktemp("serving")
+    tag = uuid.uuid4().hex[:8]
+    raw = {
+        "features": {"clip_seconds": CLIP, "n_mels": 32},
+        "mlflow": {"experiment_name": f"serving-{tag}"},
+        "registry": {"model_name": f"serving-model-{tag}"},
+    }
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    params = parse_params(raw)
+    fp = params.features
+    s = Served(root, params.registry.model_name, params.mlflow.experiment_name, params_file)
+
+    audio_dir = root / "audio"
+    audio_dir.mkdir()
+    for key, seed, seconds, channels in (
+        ("clip", 1, 1.0, 1),
+        ("short", 2, 0.6, 2),  # shorter than the training clip, stereo: padded, down-mixed
+        ("long", 3, 3 * CLIP, 1),  # three training lengths: scored in windows
+    ):
+        wave = _voice(seed, seconds)
+        data = np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+        s.files[key] = audio_dir / f"{key}.wav"
+        sf.write(s.files[key], data, RATE, subtype="PCM_16")
+    s.files["corrupt"] = audio_dir / "corrupt.wav"
+    s.files["corrupt"].write_bytes(b"RIFF\x10\x00\x00\x00WAVEthis is not audio")
+
+    model = models.build(
+        HPARAMS,
+        "compact_cnn",
+        fp.input_shape,
+        np.full(fp.n_mels, -40.0, np.float32),
+        np.full(fp.n_mels, 20.0, np.float32),
+    )
+    keras_path = root / "model.keras"
+    model.save(keras_path)
+
+    # Expected logits straight from the training code path (dataset.file_features).
+    def logit(feats: np.ndarray) -> float:
+        x = feats.reshape((-1, *fp.input_shape)).astype(np.float32)
+        return float(np.asarray(model.predict(x, verbose=0)).ravel().mean())
+
+    for key in ("clip", "short"):
+        s.logits[key] = logit(dataset.file_features(s.files[key], fp)[0])
+    # The long file: windows of 1 s every 0.5 s over the whole normalised recording; the
+    # middle one is exactly the clip training would have cut (center crop).
+    wave = audio.load_wave(s.files["long"], fp.sample_rate)
+    n, hop = fp.n_samples, fp.n_samples // 2
+    assert wave.size == 3 * n
+    starts = [0, hop, 2 * hop, 3 * hop, 4 * hop]
+    windows = np.stack([dataset.clip_features(wave[a : a + n], fp) for a in starts])
+    np.testing.assert_array_equal(windows[2], dataset.file_features(s.files["long"], fp)[0])
+    s.logits["long"] = logit(windows)
+    assert len({round(v, 6) for v in s.logits.values()}) == 3, s.logits
+    # A threshold between the logits, so both labels occur.
+    ordered = sorted(s.logits.values())
+    s.threshold = (ordered[0] + ordered[1]) / 2
+
+    tracking.connect(params.mlflow.experiment_name)
+    digest = "0123456789abcdef0123456789abcdef.dir"
+    with mlflow.start_run(run_name="train", tags=tracking.run_tags(digest, "train")) as run:
+        mlflow.log_param("architecture", "compact_cnn")
+        config = serving.make_config(params.section("features"), s.threshold)
+        info = serving.log_model(keras_path, config)
+    s.logged_model_uri = info.model_uri
+    run_info = {
+        "run_id": run.info.run_id,
+        "logged_model_uri": info.model_uri,
+        "threshold": s.threshold,
+    }
+    summary = {
+        "test_eer": 0.3,
+        "test_min_dcf": 0.5,
+        "test_roc_auc": 0.7,
+        "validation_eer": 0.25,
+        "threshold": s.threshold,
+    }
+    result = registry.register(params, run_info, summary)
+    assert result["version"] == 1 and result["promoted_to_champion"]
+    s.params = params
+    s.run_info = run_info
+    return s
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")  # never fitted
+def test_pyfunc_by_alias_scores_bytes_paths_windows_and_errors(served: Served) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(f"models:/{served.name}@champion")
+    keys = ["clip", "long", "corrupt", "short"]
+    out = model.predict(pd.DataFrame({"audio_base64": [served.b64(k) for k in keys]}))
+    assert list(out.columns) == ["fake_probability", "label", "windows", "error"]
+    assert list(out["windows"]) == [1, 5, 0, 1]
+    for i, key in enumerate(keys):
+        if key == "corrupt":
+            continue
+        probability, label = served.expected(key)
+        assert out["fake_probability"][i] == pytest.approx(probability, rel=1e-4, abs=1e-6), key
+        assert out["label"][i] == label, key
+        assert out["error"][i] == ""
+    assert {"real", "fake"} <= set(out["label"])
+    assert out["label"][2] == "error" and out["fake_probability"][2] is None
+    assert "not a readable audio file" in out["error"][2]
+
+    by_path = model.predict(
+        pd.DataFrame({"path": [str(served.files["clip"]), str(served.root / "missing.wav")]})
+    )
+    assert by_path["fake_probability"][0] == pytest.approx(out["fake_probability"][0], rel=1e-6)
+    assert by_path["label"][0] == out["label"][0]
+    assert "no such file" in by_path["error"][1] and by_path["label"][1] == "error"
+
+    bad_b64 = model.predict(pd.DataFrame({"audio_base64": ["not base64 at all!"]}))
+    assert "not valid base64" in bad_b64["error"][0]
+    with pytest.raises(MlflowException, match="exactly one of the columns"):
+        model.predict(pd.DataFrame({"audio_base64": [served.b64("clip")], "path": ["x.wav"]}))
+
+    # The very same artifact is also the bare Keras network (features in, logit out).
+    keras_model = mlflow.keras.load_model(f"models:/{served.name}@champion")
+    assert keras_model.input_shape[1:] == (32, 101, 1)
+
+
+@pytest.mark.slow
+def test_registered_version_carries_metrics_provenance_and_description(
+    served: Served, mlflow_server: str
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    version = client.get_model_version(served.name, "1")
+    tags = version.tags
+    for key in ("test_eer", "test_min_dcf", "validation_eer", "threshold"):
+        assert key in tags, key
+    assert float(tags["test_eer"]) == pytest.approx(0.3)
+    assert float(tags["threshold"]) == pytest.approx(served.threshold, abs=1e-6)
+    assert tags["dataset_digest"] == "0123456789abcdef0123456789abcdef.dir"
+    assert tags["git_commit"] and tags["git_commit"] != "unknown"
+    assert "dvc_exp_name" in tags
+    description = version.description
+    assert "compact_cnn on demo data" in description
+    assert "0123456789abcdef0123456789abcdef.dir" in description
+    assert "test EER 30.00%" in description
+    assert tags["git_commit"] in description
+    assert "`dvc repro`" in description or "`dvc exp run`" in description
+    registered = client.get_registered_model(served.name)
+    assert "audio_base64" in registered.description
+
+
+def _post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: str) -> None:
+    port = free_port()
+    log = (served.root / "serve.log").open("wb")
+    # As from an activated venv: the server execs `uvicorn` from PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": path}
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{served.name}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=served.root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (served.root / "serve.log").read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(base + "/ping", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (served.root / "serve.log").read_text()[-4000:]
+            time.sleep(1)
+        payload = {
+            "dataframe_split": {
+                "columns": ["audio_base64"],
+                "data": [[served.b64("clip")], [served.b64("long")], [served.b64("corrupt")]],
+            }
+        }
+        status, body = _post(base + "/invocations", payload)
+        assert status == 200, body
+        (served.root / "invocations.json").write_text(json.dumps(body, indent=2))
+        rows = body["predictions"]
+        for row, key in zip(rows[:2], ("clip", "long"), strict=True):
+            probability, label = served.expected(key)
+            assert row["fake_probability"] == pytest.approx(probability, rel=1e-4, abs=1e-6)
+            assert row["label"] == label and row["error"] == ""
+        assert rows[1]["windows"] == 5
+        assert rows[2]["label"] == "error" and rows[2]["fake_probability"] is None
+        assert "not a readable audio file" in rows[2]["error"]
+        status, body = _post(
+            base + "/invocations", {"dataframe_split": {"columns": ["x"], "data": [["y"]]}}
+        )
+        assert status == 400 and "exactly one of the columns" in json.dumps(body)
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server we started: its own process group (mlflow -> uvicorn -> workers)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _cli(served: Served, *args: str, mlflow_server: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    return subprocess.run(
+        [sys.executable, "-m", "deepfake_audio.cli", "--params", str(served.params_file), *args],
+        cwd=served.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_predict_cli_uses_the_champion_and_reports_bad_files(
+    served: Served, mlflow_server: str
+) -> None:
+    proc = _cli(served, "predict", "audio", mlflow_server=mlflow_server)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (served.root / "predict.csv").write_text(proc.stdout)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "path,fake_probability,label"
+    rows = {Path(line.split(",")[0]).stem: line.split(",") for line in lines[1:]}
+    assert sorted(rows) == ["clip", "corrupt", "long", "short"]
+    for key in ("clip", "long", "short"):
+        probability, label = served.expected(key)
+        assert float(rows[key][1]) == pytest.approx(probability, abs=2e-6)
+        assert rows[key][2] == label
+    assert rows["corrupt"][1:] == ["", "error"]
+    assert "corrupt.wav: not a readable audio file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    proc = _cli(
+        served, "predict", "audio/clip.wav", "--format", "json", mlflow_server=mlflow_server
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(proc.stdout)
+    assert row["label"] == served.expected("clip")[1] and row["windows"] == 1
+
+
+@pytest.mark.slow
+def test_promote_refuses_worse_then_rolls_back_with_force(
+    served: Served, mlflow_server: str
+) -> None:
+    from deepfake_audio import registry
+
+    summary = {"test_eer": 0.2, "test_min_dcf": 0.4, "threshold": served.threshold}
+    result = registry.register(served.params, served.run_info, summary)
+    assert result["version"] == 2 and result["promoted_to_champion"]  # 0.20 beats 0.30
+
+    proc = _cli(served, "promote", "--version", "1", mlflow_server=mlflow_server)
+    assert proc.returncode == 2
+    assert "is worse than champion version 2" in proc.stderr and "--force" in proc.stderr
+
+    proc = _cli(served, "promote", "--version", "1", "--force", mlflow_server=mlflow_server)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"{served.name} champion: version 2 (test EER 20.00%) -> "
+        "version 1 (test EER 30.00%) (rollback)"
+    ) in proc.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_model_version_by_alias(served.name, "champion").version == "1"
+    assert client.get_model_version_by_alias(served.name, "challenger").version == "2"
+
+
+def test_sliding_windows_cover_the_recording_and_pad_short_ones() -> None:
+    from deepfake_audio.audio import fix_length, sliding_windows
+
+    wave = np.arange(10, dtype=np.float32)
+    starts = [int(w[0]) for w in sliding_windows(wave, 4, 2)]
+    assert starts == [0, 2, 4, 6]  # 6 + 4 = 10: the hops land on the end
+    starts = [int(w[0]) for w in sliding_windows(wave[:9], 4, 2)]
+    assert starts == [0, 2, 4, 5]  # the last window is aligned with the end
+    assert all(w.shape == (4,) for w in sliding_windows(wave[:9], 4, 2))
+    (only,) = sliding_windows(wave[:4], 4, 2)
+    np.testing.assert_array_equal(only, wave[:4])
+    for pad in ("repeat", "zeros"):
+        (short,) = sliding_windows(wave[:3], 8, 4, pad=pad)
+        np.testing.assert_array_equal(short, fix_length(wave[:3], 8, pad=pad))
+
+
+@pytest.mark.slow
+def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: str) -> None:
+    """features.kind image: the notebook's spectrogram pictures, the same loader as training."""
+    import mlflow
+    import pandas as pd
+
+    from deepfake_audio import dataset, models, serving, tracking
+    from deepfake_audio.images import write_demo_images
+
+    raw = {"data": {"source": "images", "path": str(tmp_path)}}
+    raw["features"] = {"kind": "image", "image_size": [32, 32]}
+    params = parse_params(raw)
+    fp = params.features
+    write_demo_images(tmp_path / "pics", {"test": 1}, size=(48, 40))
+    pictures = sorted((tmp_path / "pics").rglob("*.png"))
+    model = models.build(
+        HPARAMS, "compact_cnn", fp.input_shape, np.full(3, 0.5), np.full(3, 0.25), norm_axis=3
+    )
+    model.save(tmp_path / "image.keras")
+    expected = [
+        float(model.predict(dataset.file_features(p, fp)[0][None], verbose=0).ravel()[0])
+        for p in pictures
+    ]
+    tracking.connect(f"serving-images-{uuid.uuid4().hex[:8]}")
+    with mlflow.start_run():
+        config = serving.make_config(params.section("features"), threshold=expected[0])
+        info = serving.log_model(tmp_path / "image.keras", config)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert [c.name for c in loaded.metadata.get_input_schema().inputs] == ["image_base64", "path"]
+    encoded = [base64.b64encode(p.read_bytes()).decode() for p in pictures]
+    for frame in (
+        pd.DataFrame({"image_base64": encoded}),
+        pd.DataFrame({"path": [str(p) for p in pictures]}),
+    ):
+        out = loaded.predict(frame)
+        for i, logit in enumerate(expected):
+            assert out["fake_probability"][i] == pytest.approx(_sigmoid(-logit), rel=1e-4)
+            assert out["label"][i] == ("real" if logit > expected[0] else "fake")
+        assert list(out["windows"]) == [1, 1]

@@ -46,10 +46,117 @@ def test_plots_are_written_for_dvc(tmp_path: Path) -> None:
     scores = np.array([0.9, 0.8, 0.1, 0.2, 0.5])
     targets = np.array([1, 1, 0, 0, 1])
     written = evaluation.write_plots(tmp_path, scores, targets, threshold=0.3)
-    assert {p.name for p in written} == {"roc.csv", "det.csv", "confusion.csv", "scores.csv"}
+    assert {p.name for p in written} == {
+        "roc.csv",
+        "det.csv",
+        "confusion.csv",
+        "scores.csv",
+        "score_histogram.csv",
+    }
     with open(tmp_path / "confusion.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 5 and rows[0] == {"actual": "bonafide", "predicted": "bonafide"}
+
+
+def test_det_csv_is_on_normal_deviate_axes(tmp_path: Path) -> None:
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    targets = np.r_[np.ones(40, dtype=int), np.zeros(60, dtype=int)]
+    scores = rng.normal(size=100) + targets
+    evaluation.write_plots(tmp_path, scores, targets, threshold=0.5)
+    with open(tmp_path / "det.csv") as handle:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    frr, far, _ = metrics.det_curve(scores[targets == 1], scores[targets == 0])
+    assert len(rows) == frr.size == 101
+    np.testing.assert_allclose([r["frr"] for r in rows], frr, atol=1e-6)
+    np.testing.assert_allclose([r["far"] for r in rows], far, atol=1e-6)
+    for row in rows:
+        for rate, deviate in (("far", "far_probit"), ("frr", "frr_probit")):
+            clipped = min(max(row[rate], evaluation.DET_CLIP), 1 - evaluation.DET_CLIP)
+            assert row[deviate] == pytest.approx(norm.ppf(clipped), abs=1e-5)
+    # The leading point (miss 0, false alarm 1) is clipped to finite deviates, +-3.72.
+    assert rows[0]["frr_probit"] == pytest.approx(-3.719, abs=1e-3)
+    assert rows[0]["far_probit"] == pytest.approx(3.719, abs=1e-3)
+
+
+def test_score_histogram_shares_per_class(tmp_path: Path) -> None:
+    targets = np.r_[np.ones(10, dtype=int), np.zeros(30, dtype=int)]
+    scores = np.r_[np.linspace(0.0, 3.0, 10), np.linspace(-2.0, 1.0, 30)]
+    evaluation.write_plots(tmp_path, scores, targets, threshold=0.0)
+    with open(tmp_path / "score_histogram.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["bin_center", "bonafide", "spoof"]
+    assert len(rows) == evaluation.HISTOGRAM_BINS
+    centres = [float(r["bin_center"]) for r in rows]
+    assert centres == sorted(centres) and -2.0 < centres[0] < centres[-1] < 3.0
+    for label in ("bonafide", "spoof"):
+        assert sum(float(r[label]) for r in rows) == pytest.approx(1.0, abs=1e-5)
+    # Every bona fide score is >= 0: no bona fide share in bins centred below -0.1.
+    assert all(float(r["bonafide"]) == 0.0 for r in rows if float(r["bin_center"]) < -0.1)
+
+
+def test_figures_are_png_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    targets = np.r_[np.ones(30, dtype=int), np.zeros(30, dtype=int)]
+    scores = rng.normal(size=60) + 1.5 * targets
+    written = evaluation.write_figures(tmp_path, scores, targets, threshold=0.7)
+    assert {p.name for p in written} == {
+        "roc.png",
+        "det.png",
+        "confusion.png",
+        "score_histogram.png",
+    }
+    for path in written:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path.name
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_unseen_attacks_are_listed_and_pooled() -> None:
+    val_scores = np.array([2.0, 1.5, 1.0, 0.2, -0.5, -1.0])
+    val_targets = np.array([1, 1, 1, 0, 0, 0])
+    test_scores = np.array([0.9, 0.5, 0.4, 0.1, -0.2, 0.45, 0.95])
+    test_targets = np.array([1, 1, 1, 0, 0, 0, 0])
+    attacks = np.array(["-", "-", "-", "A01", "A05", "A05", "A06"])
+    s = evaluation.summarise(
+        val_scores,
+        val_targets,
+        test_scores,
+        test_targets,
+        attacks,
+        train_attacks=np.array(["-", "A01", "A02"]),
+    )
+    assert s["test_unseen_attacks"] == ["A05", "A06"]
+    unseen = test_scores[3:][attacks[3:] != "A01"]
+    assert s["test_eer_unseen_attacks"] == pytest.approx(
+        metrics.compute_eer(test_scores[:3], unseen)[0]
+    )
+    seen_only = evaluation.summarise(
+        val_scores, val_targets, test_scores, test_targets, attacks, train_attacks=attacks
+    )
+    assert seen_only["test_unseen_attacks"] == []
+    assert "test_eer_unseen_attacks" not in seen_only
+
+
+def test_baseline_numbers_and_comparison_line(tmp_path: Path) -> None:
+    import json
+
+    ran = tmp_path / "baseline.json"
+    ran.write_text(json.dumps({"test_eer": 0.25, "test_min_dcf": 0.5}))
+    skipped = tmp_path / "skipped.json"
+    skipped.write_text(json.dumps({"skipped": "no audio"}))
+    numbers = evaluation.baseline_numbers(ran)
+    assert numbers == {"baseline_lfcc_gmm_test_eer": 0.25, "baseline_lfcc_gmm_test_min_dcf": 0.5}
+    assert evaluation.baseline_numbers(skipped) == {
+        "baseline_lfcc_gmm_test_eer": None,
+        "baseline_lfcc_gmm_test_min_dcf": None,
+    }
+    line = evaluation.comparison({"test_eer": 0.1, "test_min_dcf": 0.3, **numbers})
+    assert line == (
+        "CNN test EER 10.00%, minDCF 0.3000; LFCC-GMM baseline test EER 25.00%, minDCF 0.5000"
+    )
+    assert "not run" in evaluation.comparison({"test_eer": 0.1, "test_min_dcf": 0.3})
 
 
 @pytest.mark.parametrize(

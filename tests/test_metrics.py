@@ -291,3 +291,70 @@ def test_binary_report_rejects_bad_input() -> None:
         binary_report([0, 1], [0.1, 0.2, 0.3], 0.5)
     with pytest.raises(ValueError, match="only 0"):
         binary_report([0, 2], [0.1, 0.2], 0.5)
+
+
+def test_three_distinct_scores_are_the_minimum() -> None:
+    # Three distinct values across both classes are accepted; two are not.
+    # Sorted 0s 1b 2b: (frr, far) lead (0, 1), then (0, 0) at t = 0: EER 0.
+    assert compute_eer([1.0, 2.0], [0.0]) == (0.0, 0.0)
+    assert min_dcf([1.0, 2.0], [0.0]) == (0.0, 0.0)
+    # Sorted 0b 1b 1s 2s: lead (0, 1), (1/2, 1), then (1, 1) at t = 1 inside the tie: EER 1.
+    assert compute_eer([0.0, 1.0], [1.0, 2.0]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="only 2 distinct"):
+        compute_eer([0.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="only 1 distinct"):
+        min_dcf([0.3, 0.3], [0.3])
+
+
+def test_official_rule_under_cross_class_ties_is_pinned() -> None:
+    """With ties across classes, swapping the classes and negating can change the EER.
+
+    Not a bug to fix: it is the official rule (stable sort, first point of smallest
+    |frr - far|), reproduced exactly. Worked by hand:
+
+    bona (0, 1), spoof (0, 1, 1, 2) -> sorted 0b 0s 1b 1s 1s 2s; (frr, far):
+    lead (0, 1), (1/2, 1), (1/2, 3/4), (1, 3/4), (1, 1/2), (1, 1/4), (1, 0);
+    |diff| 1, 1/2, 1/4, 1/4, ... -> first minimum at t = 0: EER (1/2 + 3/4) / 2 = 0.625.
+
+    Swapped and negated: bona (0, -1, -1, -2), spoof (0, -1) -> -2b -1b -1b -1s 0b 0s;
+    lead (0, 1), (1/4, 1), (2/4, 1), (3/4, 1), (3/4, 1/2), (1, 1/2), (1, 0);
+    |diff| 1, 3/4, 1/2, 1/4, 1/4, ... -> first minimum inside the tie at t = -1:
+    EER (3/4 + 1) / 2 = 0.875 (the next point, also |diff| 1/4, would give 0.625).
+    """
+    assert compute_eer([0.0, 1.0], [0.0, 1.0, 1.0, 2.0]) == (0.625, 0.0)
+    assert compute_eer([0.0, -1.0, -1.0, -2.0], [0.0, -1.0]) == (0.875, -1.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_min_dcf_invariant_to_strictly_increasing_transforms(seed: int) -> None:
+    bona, spoof = _random_scores(seed)
+    value, thr = min_dcf(bona, spoof)
+    assert min_dcf(2 * bona - 1, 2 * spoof - 1) == pytest.approx((value, 2 * thr - 1))
+    assert min_dcf(np.exp(bona), np.exp(spoof)) == pytest.approx((value, np.exp(thr)))
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_auc_invariances_and_symmetry(decimals: int | None) -> None:
+    bona, spoof = _random_scores(7)
+    if decimals is not None:  # ties count half, so the identities hold with ties too
+        bona, spoof = np.round(bona, decimals), np.round(spoof, decimals)
+    auc = roc_auc(bona, spoof)
+    assert roc_auc(np.exp(bona), np.exp(spoof)) == pytest.approx(auc)
+    assert roc_auc(-spoof, -bona) == pytest.approx(auc)
+    assert roc_auc(spoof, bona) == pytest.approx(1.0 - auc)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_bounds_with_ties_and_any_class_sizes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    bona = np.round(rng.normal(0.5, 1.0, rng.integers(3, 60)), 1)
+    spoof = np.round(rng.normal(0.0, 1.0, rng.integers(3, 60)), 1)
+    eer, thr = compute_eer(bona, spoof)
+    assert 0.0 <= eer <= 1.0
+    frr, far, thresholds = det_curve(bona, spoof)
+    # The EER is read at a DET point of smallest |frr - far|, at that point's threshold.
+    gap = np.abs(frr - far)
+    closest = np.flatnonzero(gap == gap.min())
+    assert any(
+        thresholds[i] == thr and (frr[i] + far[i]) / 2 == pytest.approx(eer) for i in closest
+    )

@@ -119,6 +119,18 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
     assert (pipeline.root / "models/model.keras").stat().st_size > 0
     dataset = pipeline.json("reports/dataset.json")
     assert dataset["per_split"]["train"] == {"bonafide": 24, "spoof": 24}
+    # The LFCC-GMM baseline, on the same test clips, in the same report.
+    report = pipeline.json("reports/baseline.json")
+    assert report["test_clips"] == metrics["test_clips"]
+    assert metrics["baseline_lfcc_gmm_test_eer"] == report["test_eer"]
+    assert metrics["baseline_lfcc_gmm_test_min_dcf"] == report["test_min_dcf"]
+    assert 0.0 <= report["test_eer"] <= 1.0
+    assert "LFCC-GMM baseline test EER" in pipeline.first_repro
+    for name in ("roc.csv", "det.csv", "confusion.csv", "score_histogram.csv"):
+        assert (pipeline.root / "reports/plots" / name).stat().st_size > 0
+    shown = pipeline.run("dvc", "plots", "show", "--json")
+    for title in ("ROC", "DET", "Confusion at the validation threshold", "Test score histograms"):
+        assert title in shown, title
 
 
 def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server: str) -> None:
@@ -164,6 +176,18 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
         pipeline.json("reports/metrics.json")["test_eer"]
     )
     assert train[0].inputs.dataset_inputs, "the dataset is logged as an MLflow dataset input"
+    assert train[0].data.metrics["baseline_lfcc_gmm_test_eer"] == pytest.approx(
+        pipeline.json("reports/baseline.json")["test_eer"]
+    )
+    plots = {a.path for a in client.list_artifacts(train[0].info.run_id, "evaluation/plots")}
+    for name in ("roc.png", "det.png", "confusion.png", "score_histogram.png", "det.csv"):
+        assert f"evaluation/plots/{name}" in plots, name
+    baseline = [r for r in runs if r.data.tags.get("stage") == "baseline"]
+    assert len(baseline) == 1
+    assert baseline[0].data.tags["dataset_digest"] == dvc_digest
+    assert baseline[0].data.metrics["test_eer"] == pytest.approx(
+        pipeline.json("reports/baseline.json")["test_eer"]
+    )
     for run in runs:
         assert run.data.tags.get("git_commit", "unknown") != "unknown"
         assert "dvc_exp_name" in run.data.tags
@@ -192,6 +216,7 @@ def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:
 def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server: str) -> None:
     out = pipeline.run("dvc", "exp", "run", "-S", "tune.max_trials=3")
     assert "Running stage 'dataset'" not in out
+    assert "Running stage 'baseline'" not in out  # same data, same baseline params
     assert "Running stage 'tune'" in out
     shown = json.loads(pipeline.run("dvc", "exp", "show", "--json"))
     found = []
@@ -260,13 +285,16 @@ def test_notebook_image_layout_runs_end_to_end(
         "-S",
         f"data.path={images}",
     )
-    for stage in ("dataset", "tune", "train", "evaluate", "register"):
+    for stage in ("dataset", "baseline", "tune", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     dataset = pipeline.json("reports/dataset.json")
     assert dataset["per_split"]["test"] == {"bonafide": 6, "spoof": 6}
     assert dataset["rejected"] == 0
     metrics = pipeline.json("reports/metrics.json")
     assert 0.0 <= metrics["test_eer"] <= 1.0
+    # Pictures have no audio: the baseline says so instead of failing the pipeline.
+    assert "skipped" in pipeline.json("reports/baseline.json")
+    assert metrics["baseline_lfcc_gmm_test_eer"] is None
     version = pipeline.json("reports/registry.json")["version"]
     import mlflow
 

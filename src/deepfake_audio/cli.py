@@ -24,6 +24,7 @@ RUN_INFO = Path("models/run.json")
 METRICS = Path("reports/metrics.json")
 PLOTS = Path("reports/plots")
 REGISTRY = Path("reports/registry.json")
+BASELINE = Path("reports/baseline.json")
 # Subcommands that load TensorFlow; the others (and --help) never import it.
 TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
 
@@ -39,7 +40,15 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     if args.action == "start":
-        url = server.start(root=root, host=args.host, port=args.port)
+        url = server.start(
+            root=root,
+            host=args.host,
+            port=args.port,
+            backend_store_uri=args.backend_store_uri,
+            artifacts_destination=args.artifacts_destination,
+            workers=args.workers,
+            basic_auth=args.basic_auth,
+        )
         print(f"MLflow tracking server: {url}  (stop: deepfake-audio server stop)")
     elif args.action == "stop":
         print("stopped" if server.stop(root) else "no server was running from " + str(root))
@@ -56,6 +65,21 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     clips = list_clips(params)
     summary = dataset.build(params, clips, Path(args.out), Path(args.reports))
     print(f"dataset: {summary['clips']} clips, {summary['rejected']} rejected -> {args.out}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from deepfake_audio import baseline
+
+    params = _params(args)
+    report = baseline.run(params, Path(args.dataset), Path(args.out))
+    if "skipped" in report:
+        print(f"baseline skipped ({report['skipped']}) -> {args.out}")
+    else:
+        print(
+            f"LFCC-GMM baseline test EER: {report['test_eer']:.2%}, "
+            f"minDCF {report['test_min_dcf']:.4f} -> {args.out}"
+        )
     return 0
 
 
@@ -92,9 +116,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.run_info),
         Path(args.metrics),
         Path(args.plots),
+        Path(args.baseline),
     )
     note = " (synthetic demo corpus)" if summary.get("synthetic_demo_corpus") else ""
     print(f"test EER: {summary['test_eer']:.2%}{note}")
+    print(evaluation.comparison(summary))
     return 0
 
 
@@ -147,14 +173,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--root", default="mlruns", help="store, artifacts, pid and log (default: %(default)s)"
     )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default: %(default)s; any other warns: the API has no auth)",
+    )
     p.add_argument("--port", type=int, default=None, help="default: $MLFLOW_PORT or 5000")
+    p.add_argument(
+        "--backend-store-uri",
+        default=None,
+        help="runs and registry, e.g. postgresql://mlflow@db/mlflow (default: <root>/mlflow.db)",
+    )
+    p.add_argument(
+        "--artifacts-destination",
+        default=None,
+        help="artifact store, e.g. s3://bucket/mlflow (default: <root>/artifacts)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="server processes (default: 1 for SQLite, else 4)"
+    )
+    p.add_argument(
+        "--basic-auth",
+        action="store_true",
+        help="mlflow server --app-name basic-auth (needs MLFLOW_AUTH_ADMIN_PASSWORD and "
+        "MLFLOW_FLASK_SERVER_SECRET_KEY; README: Team setup)",
+    )
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("dataset", help="stage 1: audio source -> versioned spectrogram dataset")
     p.add_argument("--out", default=str(DATASET))
     p.add_argument("--reports", default=str(REPORTS))
     p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser(
+        "baseline", help="LFCC-GMM baseline on the dataset's splits (ASVspoof's classic)"
+    )
+    p.add_argument("--dataset", default=str(DATASET), help="the CNN's dataset: same clips")
+    p.add_argument("--out", default=str(BASELINE))
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("tune", help="stage 2: keras-tuner search, one MLflow child run per trial")
     p.add_argument("--dataset", default=str(DATASET))
@@ -175,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-info", default=str(RUN_INFO))
     p.add_argument("--metrics", default=str(METRICS))
     p.add_argument("--plots", default=str(PLOTS))
+    p.add_argument("--baseline", default=str(BASELINE), help="the baseline stage's report")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("register", help="stage 5: registry version, challenger/champion aliases")

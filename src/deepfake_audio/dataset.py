@@ -470,7 +470,7 @@ class SpectrogramDataset:
         }
         shards = self.shards(split)
         for i in order if order is not None else range(len(shards)):
-            x = np.load(shards[i])
+            x = np.load(shards[i], allow_pickle=False)  # a shard is plain float16, never objects
             y = targets.get(int(i), np.empty(0, dtype=np.float32))
             if len(y) != len(x):
                 raise UserError(f"{shards[i]}: {len(x)} clips but the manifest lists {len(y)}")

@@ -4,6 +4,14 @@ The EER is threshold-free. The decision threshold used for accuracy and the
 classification report is the validation split's EER threshold, fixed before
 the test split is scored; the notebook picked it on the test set itself, which
 flatters accuracy. Its number is reported too, clearly labelled, for comparison.
+
+The LFCC-GMM baseline's test EER and minDCF (the baseline stage, `reports/baseline.json`)
+go into the same report and the same MLflow run, so every run shows where the CNN stands
+against the field's classic baseline on the same clips.
+
+Plots: CSV files for `dvc plots` (ROC; DET on normal-deviate axes; confusion; score
+histograms per class) and the same as PNG figures, logged to MLflow under
+``evaluation/plots``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,13 @@ import numpy as np
 from deepfake_audio import metrics
 from deepfake_audio.params import Params
 
+# DET rates are clipped to [DET_CLIP, 1 - DET_CLIP] before the probit: 0 and 1 map to
+# -3.72 / +3.72 normal deviates (0.01 % / 99.99 %) instead of infinities.
+DET_CLIP = 1e-4
+HISTOGRAM_BINS = 30
+# Tick marks of the DET figure, as rates (shown as percentages on normal-deviate axes).
+DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99)
+
 
 def scores_for(model: Any, data: Any, split: str, batch_size: int) -> np.ndarray:
     """Bona fide logits for a split, in manifest order."""
@@ -31,8 +46,13 @@ def summarise(
     test_scores: np.ndarray,
     test_targets: np.ndarray,
     test_attacks: np.ndarray,
+    train_attacks: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """All reported numbers from scores alone (pure numpy, so tests need no model)."""
+    """All reported numbers from scores alone (pure numpy, so tests need no model).
+
+    With `train_attacks`, the attacks of the test split that training never saw are listed
+    (``test_unseen_attacks``) and their spoofs pooled into ``test_eer_unseen_attacks``.
+    """
     bona, spoof = test_scores[test_targets == 1], test_scores[test_targets == 0]
     eer, eer_threshold = metrics.compute_eer(bona, spoof)
     val_eer, threshold = metrics.compute_eer(
@@ -49,6 +69,16 @@ def summarise(
             per_attack[attack] = round(metrics.compute_eer(bona, attack_spoof)[0], 6)
         except ValueError:
             continue
+    unseen: dict[str, Any] = {}
+    if train_attacks is not None:
+        names = sorted(known - set(np.asarray(train_attacks).astype(str)))
+        unseen["test_unseen_attacks"] = names
+        pooled = test_scores[(test_targets == 0) & np.isin(test_attacks, names)]
+        if names:
+            try:
+                unseen["test_eer_unseen_attacks"] = round(metrics.compute_eer(bona, pooled)[0], 6)
+            except ValueError:
+                pass
     return {
         "test_eer": round(eer, 6),
         "test_min_dcf": round(min_dcf, 6),
@@ -60,6 +90,7 @@ def summarise(
         "test_recall_bonafide": round(report["bonafide"]["recall"], 6),
         "test_f1_macro": round(report["macro"]["f1"], 6),
         "test_per_attack_eer": per_attack,
+        **unseen,
         "notebook_style": {
             # threshold picked on the test set itself, as the notebook did (optimistic)
             "threshold": round(float(eer_threshold), 6),
@@ -92,20 +123,68 @@ def details(
     }
 
 
+def probit(rates: np.ndarray) -> np.ndarray:
+    """Normal deviates of rates (the DET axes), clipped to [DET_CLIP, 1 - DET_CLIP] first."""
+    from scipy.special import ndtri
+
+    return ndtri(np.clip(np.asarray(rates, dtype=np.float64), DET_CLIP, 1.0 - DET_CLIP))
+
+
+def score_histogram(
+    test_scores: np.ndarray, test_targets: np.ndarray, bins: int = HISTOGRAM_BINS
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Shared bin edges over the score range, bin centres, each class's share per bin.
+
+    Shares (counts / class size), not counts, so classes of different sizes compare.
+    """
+    scores = np.asarray(test_scores, dtype=np.float64)
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi <= lo:  # every score equal: one bin's worth of width around it
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    shares = {}
+    for name, target in (("bonafide", 1), ("spoof", 0)):
+        values = scores[test_targets == target]
+        counts, _ = np.histogram(values, bins=edges)
+        shares[name] = counts / max(values.size, 1)
+    return edges, (edges[:-1] + edges[1:]) / 2.0, shares
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: Any) -> Path:
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
 def write_plots(
     plots: Path, test_scores: np.ndarray, test_targets: np.ndarray, threshold: float
 ) -> list[Path]:
-    """CSV files that `dvc plots` renders with the templates declared in dvc.yaml."""
+    """CSV files that `dvc plots` renders with the templates declared in dvc.yaml.
+
+    ``det.csv`` holds the rates (``far``, ``frr``) and their normal deviates
+    (``far_probit``, ``frr_probit``), which dvc.yaml plots, as ASVspoof's DET plots do.
+    ``score_histogram.csv``: ``bin_center,bonafide,spoof``, each class's share per bin.
+    """
     plots = Path(plots)
     plots.mkdir(parents=True, exist_ok=True)
     bona, spoof = test_scores[test_targets == 1], test_scores[test_targets == 0]
     fpr, tpr, _ = metrics.roc_curve_points(bona, spoof)
     frr, far, _ = metrics.det_curve(bona, spoof)
-    predicted = (test_scores > threshold).astype(int)
+    _, centres, shares = score_histogram(test_scores, test_targets)
+    predicted = metrics.decide(test_scores, threshold)
     names = {1: "bonafide", 0: "spoof"}
     tables = {
         "roc.csv": (("fpr", "tpr"), zip(fpr.round(6), tpr.round(6), strict=True)),
-        "det.csv": (("far", "frr"), zip(far.round(6), frr.round(6), strict=True)),
+        "det.csv": (
+            ("far", "frr", "far_probit", "frr_probit"),
+            zip(
+                far.round(6), frr.round(6), probit(far).round(6), probit(frr).round(6), strict=True
+            ),
+        ),
         "confusion.csv": (
             ("actual", "predicted"),
             ((names[int(a)], names[int(p)]) for a, p in zip(test_targets, predicted, strict=True)),
@@ -117,18 +196,133 @@ def write_plots(
                 for a, s in zip(test_targets, test_scores, strict=True)
             ),
         ),
+        "score_histogram.csv": (
+            ("bin_center", "bonafide", "spoof"),
+            zip(
+                centres.round(6),
+                shares["bonafide"].round(6),
+                shares["spoof"].round(6),
+                strict=True,
+            ),
+        ),
     }
+    return [_write_csv(plots / name, header, rows) for name, (header, rows) in tables.items()]
+
+
+def _percent(rate: float) -> str:
+    value = 100.0 * rate
+    return f"{value:g} %"
+
+
+def write_figures(
+    out: Path,
+    test_scores: np.ndarray,
+    test_targets: np.ndarray,
+    threshold: float,
+    title: str = "test split",
+) -> list[Path]:
+    """PNG figures of the plots: ROC, DET (normal-deviate axes), confusion, score histograms.
+
+    Matplotlib's object API on the Agg canvas: no pyplot state, no display needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bona, spoof = test_scores[test_targets == 1], test_scores[test_targets == 0]
+    eer, _ = metrics.compute_eer(bona, spoof)
     written = []
-    for name, (header, rows) in tables.items():
-        path = plots / name
-        tmp = path.with_name("." + name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+
+    def save(fig: Any, name: str) -> None:
+        FigureCanvasAgg(fig)
+        fig.tight_layout()
+        path = out / name
+        tmp = path.with_name(".tmp-" + name)
+        fig.savefig(tmp, format="png", dpi=110)
         tmp.replace(path)
         written.append(path)
+
+    fpr, tpr, _ = metrics.roc_curve_points(bona, spoof)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, drawstyle="steps-post", label=f"AUC {metrics.roc_auc(bona, spoof):.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="false alarm rate (spoof accepted)",
+        ylabel="bona fide accepted",
+        title=f"ROC, {title}",
+    )
+    ax.legend(loc="lower right")
+    save(fig, "roc.png")
+
+    frr, far, _ = metrics.det_curve(bona, spoof)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot(probit(far), probit(frr), label="DET")
+    ax.plot(probit(eer), probit(eer), "o", label=f"EER {eer:.2%}")
+    ax.plot([-4, 4], [-4, 4], color="grey", linestyle=":", linewidth=1)
+    ticks = [t for t in DET_TICKS if DET_CLIP <= t <= 1 - DET_CLIP]
+    limits = probit(np.array([0.0005, 0.9995]))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_ticks(probit(np.array(ticks)), labels=[_percent(t) for t in ticks])
+    ax.set(
+        xlim=limits,
+        ylim=limits,
+        xlabel="false alarm rate (spoof accepted)",
+        ylabel="miss rate (bona fide rejected)",
+        title=f"DET (normal-deviate axes), {title}",
+    )
+    ax.tick_params(axis="x", labelrotation=90)
+    ax.grid(True, linewidth=0.4)
+    ax.legend(loc="upper right")
+    save(fig, "det.png")
+
+    report = metrics.binary_report(test_targets, test_scores, threshold)
+    matrix = np.asarray(report["confusion_matrix"])
+    labels = report["confusion_matrix_labels"]
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    for (row, col), count in np.ndenumerate(matrix):
+        dark = count > matrix.max() / 2
+        ax.text(col, row, str(count), ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks([0, 1], labels=labels)
+    ax.set_yticks([0, 1], labels=labels)
+    ax.set(
+        xlabel="predicted",
+        ylabel="actual",
+        title=f"confusion at threshold {threshold:.4g}",
+    )
+    save(fig, "confusion.png")
+
+    edges, _, _ = score_histogram(test_scores, test_targets)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for name, values in (("bonafide", bona), ("spoof", spoof)):
+        weights = np.full(values.size, 1.0 / values.size)
+        ax.hist(values, bins=edges, weights=weights, alpha=0.55, label=name)
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set(
+        xlabel="score (higher = more bona fide)",
+        ylabel="share of the class",
+        title=f"scores per class, {title}",
+    )
+    ax.legend()
+    save(fig, "score_histogram.png")
     return written
+
+
+def baseline_numbers(baseline_path: Path | None) -> dict[str, Any]:
+    """The baseline's keys for reports/metrics.json (None when skipped or not run)."""
+    from deepfake_audio import tracking
+    from deepfake_audio.baseline import METRICS_KEYS
+
+    report = tracking.read_json(baseline_path, "the baseline") if baseline_path else {}
+    return {key: report.get(source) for key, source in METRICS_KEYS.items()}
 
 
 def run(
@@ -138,13 +332,17 @@ def run(
     run_info_path: Path,
     metrics_path: Path,
     plots: Path,
+    baseline_path: Path | None = None,
 ) -> dict[str, Any]:
+    import tempfile
+
     import mlflow
 
     from deepfake_audio import models, runtime, tracking
     from deepfake_audio.dataset import SpectrogramDataset
 
     run_info = tracking.read_json(run_info_path, "the training run")
+    baseline = baseline_numbers(baseline_path)
     tracking.connect(params.mlflow.experiment_name)
     runtime.configure(params.seed)
     data = SpectrogramDataset(dataset_dir)
@@ -153,36 +351,36 @@ def run(
     val_scores = scores_for(model, data, "validation", batch)
     test_scores = scores_for(model, data, "test", batch)
     test_manifest = data.manifest("test")
+    test_targets = test_manifest["target"].to_numpy()
     summary = summarise(
         val_scores,
         data.labels("validation"),
         test_scores,
-        test_manifest["target"].to_numpy(),
+        test_targets,
         test_manifest["attack"].astype(str).to_numpy(),
+        train_attacks=data.manifest("train")["attack"].astype(str).to_numpy(),
     )
     summary["synthetic_demo_corpus"] = params.data.source == "demo"
+    summary.update(baseline)
     tracking.write_json(metrics_path, summary)
     detail_path = Path(metrics_path).with_name("evaluation.json")
-    tracking.write_json(
-        detail_path,
-        details(summary["threshold"], test_scores, test_manifest["target"].to_numpy()),
-    )
-    written = write_plots(
-        plots, test_scores, test_manifest["target"].to_numpy(), summary["threshold"]
-    )
+    tracking.write_json(detail_path, details(summary["threshold"], test_scores, test_targets))
+    written = write_plots(plots, test_scores, test_targets, summary["threshold"])
 
     flat = {
         k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     flat.update({f"test_eer_{a}": v for a, v in summary["test_per_attack_eer"].items()})
     flat["notebook_style_test_accuracy"] = summary["notebook_style"]["test_accuracy"]
-    with mlflow.start_run(run_id=run_info["run_id"]):
-        mlflow.log_metrics(flat)
-        mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
-        mlflow.log_artifact(str(detail_path), artifact_path="evaluation")
-        for path in written:
-            mlflow.log_artifact(str(path), artifact_path="evaluation/plots")
-        mlflow.set_tag("test_eer", f"{summary['test_eer']:.6f}")
+    with tempfile.TemporaryDirectory(prefix="deepfake-audio-figures-") as figures:
+        pictures = write_figures(Path(figures), test_scores, test_targets, summary["threshold"])
+        with mlflow.start_run(run_id=run_info["run_id"]):
+            mlflow.log_metrics(flat)
+            mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
+            mlflow.log_artifact(str(detail_path), artifact_path="evaluation")
+            for path in [*written, *pictures]:
+                mlflow.log_artifact(str(path), artifact_path="evaluation/plots")
+            mlflow.set_tag("test_eer", f"{summary['test_eer']:.6f}")
     demo = " (synthetic demo corpus)" if summary["synthetic_demo_corpus"] else ""
     print(
         f"test EER {summary['test_eer']:.2%}{demo}; accuracy {summary['test_accuracy']:.2%} at the "
@@ -190,3 +388,14 @@ def run(
         file=sys.stderr,
     )
     return summary
+
+
+def comparison(summary: dict[str, Any]) -> str:
+    """One line: the CNN's test EER and minDCF next to the LFCC-GMM baseline's."""
+    cnn = f"CNN test EER {summary['test_eer']:.2%}, minDCF {summary['test_min_dcf']:.4f}"
+    eer = summary.get("baseline_lfcc_gmm_test_eer")
+    if eer is None:
+        return f"{cnn}; LFCC-GMM baseline: not run (see reports/baseline.json)"
+    dcf = summary.get("baseline_lfcc_gmm_test_min_dcf")
+    dcf_text = f"{dcf:.4f}" if dcf is not None else "n/a"
+    return f"{cnn}; LFCC-GMM baseline test EER {eer:.2%}, minDCF {dcf_text}"

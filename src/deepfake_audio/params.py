@@ -214,6 +214,14 @@ class RegistryParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    """The LFCC-GMM baseline stage (ASVspoof 2019 used 512 components)."""
+
+    components: int = 64  # Gaussians per class model (bona fide, spoof), diagonal covariances
+    max_frames: int = 100_000  # training frames per class, subsampled with `seed`
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataParams = field(default_factory=DataParams)
@@ -223,6 +231,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
+    baseline: BaselineParams = field(default_factory=BaselineParams)
 
     def section(self, name: str) -> dict[str, Any]:
         """A section as plain data, e.g. for logging as MLflow params."""
@@ -533,6 +542,20 @@ def parse_params(raw: Any) -> Params:
         ),
     )
 
+    bl = _check_keys(raw.get("baseline"), "baseline", _names(BaselineParams))
+    baseline = BaselineParams(
+        components=_int(bl, "baseline", "components", BaselineParams().components, lo=1),
+        max_frames=_int(bl, "baseline", "max_frames", BaselineParams().max_frames, lo=1),
+    )
+    if baseline.components > 4096:
+        raise _fail("baseline.components", f"{baseline.components} is above the maximum 4096")
+    if baseline.max_frames < baseline.components:
+        raise _fail(
+            "baseline.max_frames",
+            f"{baseline.max_frames} is below baseline.components {baseline.components} "
+            "(a mixture needs at least one frame per component)",
+        )
+
     return Params(
         seed=_int(raw, "", "seed", 42, lo=0),
         data=data,
@@ -542,6 +565,7 @@ def parse_params(raw: Any) -> Params:
         train=train,
         mlflow=mlflow,
         registry=registry,
+        baseline=baseline,
     )
 
 

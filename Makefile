@@ -9,7 +9,7 @@ export MLFLOW_PORT
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast lint format server server-stop clean-venv
+.PHONY: demo test test-fast lint format server server-stop clean-venv bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,8 @@ server: $(BIN)/.installed
 
 server-stop:
 	deepfake-audio server stop
+
+# Benchmark suite (~15 min on 2 CPU cores): reports/benchmarks.json + a Markdown table.
+# It starts its own MLflow server on a free port. e.g. make bench BENCH_ARGS="--only features --quick"
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -1,0 +1,141 @@
+"""The benchmark suite (benchmarks/): its output format, and a quick real run of the cheap parts.
+
+No timing is asserted anywhere: this machine is shared and noisy, and a figure that misses
+its target is a finding for the report, not a broken build.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+if str(PROJECT) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(PROJECT))
+
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    interleaved,
+    machine,
+    markdown_table,
+    write_json_atomic,
+)
+from benchmarks.run import SECTIONS, parse_sections  # noqa: E402
+
+MACHINE_KEYS = {"cpu_model", "logical_cores", "ram_gib", "gpu", "python", "versions", "date"}
+VERSION_KEYS = {"tensorflow", "keras", "numpy", "librosa"}
+CHEAP_FIGURES = {
+    "features.speedup_vs_librosa",
+    "features.speedup_vs_librosa_single_process",
+    "features.peak_memory_mb",
+    "features.peak_memory_ratio_4n_vs_n",
+    "input_pipeline.speedup_vs_imagedatagenerator",
+}
+
+
+def test_figure_target_and_json() -> None:
+    fig = Figure("a.b", 2.5, "x", 3, "ours vs theirs", target=">= 3", details={"n": 1.0})
+    assert fig.met is False
+    assert Figure("a.b", 1.1, "x", 3, "flat", target="<= 1.25").met is True
+    assert Figure("a.b", 1.0, "s", 1, "no target").met is None
+    out = fig.as_json()
+    assert out["value"] == 2.5 and out["repeats"] == 3 and out["met"] is False
+    assert "key" not in out
+    assert Figure("a.b", 1.0, "s", 1, "c", details={"bad": math.nan}).as_json()["details"] == {
+        "bad": None
+    }
+
+
+def test_interleaved_discards_warmup_and_repeats() -> None:
+    calls: list[str] = []
+
+    def make(name: str):
+        def candidate() -> float:
+            calls.append(name)
+            return float(len(calls))
+
+        return candidate
+
+    times = interleaved({"a": make("a"), "b": make("b")}, repeats=3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert len(calls) == 8  # one warm-up each, then three rounds
+    assert calls[2:4] == ["a", "b"] and calls[4:6] == ["b", "a"]  # the order rotates
+
+
+def test_write_json_atomic_and_table(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "bench.json"
+    figures = {"x.y": Figure("x.y", 4.0, "x", 3, "a | b", target=">= 3").as_json()}
+    write_json_atomic(out, {"figures": figures})
+    assert json.loads(out.read_text())["figures"]["x.y"]["value"] == 4.0
+    assert [p.name for p in out.parent.iterdir()] == ["bench.json"]  # no temp file left
+    table = markdown_table(figures)
+    assert table.splitlines()[0].startswith("| figure | value | unit | repeats |")
+    assert "`x.y`" in table and "a \\| b" in table
+
+
+def test_machine_block() -> None:
+    block = machine()
+    assert set(block) >= MACHINE_KEYS
+    assert set(block["versions"]) >= VERSION_KEYS
+    assert block["logical_cores"] >= 1 and block["ram_gib"] > 0
+
+
+def test_sections() -> None:
+    assert parse_sections(None) == list(SECTIONS)
+    assert parse_sections("input_pipeline,features") == ["features", "input_pipeline"]
+    assert parse_sections("tune") == ["pipeline"]
+    with pytest.raises(SystemExit):
+        parse_sections("features,nope")
+
+
+def test_render_is_a_224_rgb_picture() -> None:
+    from benchmarks.corpus import colour_lut, render
+
+    logmel = np.linspace(-100.0, 0.0, 64 * 201, dtype=np.float32).reshape(64, 201)
+    image = render(logmel, colour_lut())
+    assert image.shape == (224, 224, 3) and image.dtype == np.uint8
+    assert image.std() > 0
+
+
+@pytest.mark.slow
+def test_quick_run_of_the_cheap_sections(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "features,input_pipeline",
+            "--out",
+            str(out),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}
+    assert set(report["machine"]) >= MACHINE_KEYS
+    assert set(report["machine"]["versions"]) >= VERSION_KEYS
+    assert report["settings"]["quick"] is True
+    figures = report["figures"]
+    assert set(figures) >= CHEAP_FIGURES
+    for key in CHEAP_FIGURES:
+        fig = figures[key]
+        assert isinstance(fig["value"], int | float), key
+        assert math.isfinite(fig["value"]) and fig["value"] > 0, (key, fig["value"])
+        assert fig["unit"] and fig["compared"], key
+        assert isinstance(fig["repeats"], int) and fig["repeats"] >= 1, key
+    assert figures["features.speedup_vs_librosa"]["details"]["synthetic_demo_corpus"] is True
+    for key in CHEAP_FIGURES:
+        assert f"`{key}`" in proc.stdout  # the Markdown table

@@ -57,7 +57,11 @@ class ValidationEER(keras.callbacks.Callback):
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics to one MLflow run; executions continue the step count."""
+    """Logs every epoch's metrics to one MLflow run; executions continue the step count.
+
+    A server that went away stops training with `tracking.ServerUnreachable` once
+    MLflow's retries run out, rather than training on with nowhere to log.
+    """
 
     def __init__(self, run_id: str, state: dict | None = None) -> None:
         super().__init__()
@@ -86,11 +90,22 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         except (AttributeError, TypeError, ValueError):
             pass
         if metrics:
+            from deepfake_audio import tracking
+
             now = int(time.time() * 1000)
             step = self.state["step"]
-            MlflowClient().log_batch(
-                self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
-            )
+            # Blocks while MLflow retries (a server restart: training waits, nothing is
+            # lost); past tracking.server_wait_s() it gives up with one line.
+            try:
+                MlflowClient().log_batch(
+                    self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
+                )
+            except Exception as exc:
+                if not tracking.is_unreachable(exc):
+                    raise
+                error = tracking.unreachable(f"epoch {epoch + 1}")
+                tracking.give_up_on_server()
+                raise error from None
         self.state["step"] += 1
 
 

@@ -34,10 +34,9 @@ def connect(experiment_name: str) -> str:
             f"no MLflow tracking server answers at {uri}: start one with "
             "`deepfake-audio server start` (or `make server`), or set MLFLOW_TRACKING_URI"
         )
-    # A server that answered /health but dies mid-run should fail the stage
-    # within a bounded time rather than hang on retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    # A server that answered /health but restarts mid-run is waited for, within a
+    # bounded time (HTTP_RETRY_DEFAULTS), rather than failing the stage or hanging.
+    set_http_retry_defaults()
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(experiment_name)
     return experiment.experiment_id
@@ -174,3 +173,84 @@ def log_keras_model(model: Any, signature: Any = None, input_example: Any = None
         input_example=input_example,
         pip_requirements=model_requirements(),
     )
+
+
+# A server that goes away mid-stage ----------------------------------------------------
+
+#: MLflow's own HTTP retries, as our stages set them unless the environment already does.
+#: urllib3 retries at once, then backs off factor * 2**(n-1) s before retry n: with 6
+#: retries and factor 2 that is 4 + 8 + 16 + 32 + 64 = 124 s (+ up to 1 s jitter each)
+#: before a request to a server that refuses connections gives up - enough to ride out a
+#: restart, bounded for one that stays down. A server that accepts connections but never
+#: answers costs up to the timeout (30 s) per attempt on top.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+class ServerUnreachable(UserError):
+    """The tracking server stopped answering mid-stage and MLflow's retries ran out."""
+
+
+def set_http_retry_defaults() -> None:
+    """HTTP_RETRY_DEFAULTS for every MLflow request of this process; the environment wins."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def server_wait_s() -> int:
+    """Seconds MLflow keeps retrying one request to a server that refuses connections."""
+
+    def setting(name: str) -> int:
+        raw = os.environ.get(name, HTTP_RETRY_DEFAULTS[name])
+        return int(raw) if raw.strip().isdigit() else int(HTTP_RETRY_DEFAULTS[name])
+
+    retries = setting("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    factor = setting("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+    # urllib3: no pause before the first retry, factor * 2**(n-1) s (at most 120) before retry n.
+    return sum(min(120, factor * 2 ** (n - 1)) for n in range(2, retries + 1))
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """True when `exc`, or an exception it came from, is a failure to reach the server.
+
+    MLflow re-raises a connection failure as a plain MlflowException whose context
+    is the `requests` error; an answer from the server (404, a bad parameter) is not
+    a connection failure and keeps its own message.
+    """
+    import requests
+
+    kinds = (
+        ServerUnreachable,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,  # 5xx until the retries ran out: a server starting up
+    )
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_WAITED_S: list[int] = []  # set by give_up_on_server: the wait that ran out
+
+
+def unreachable(during: str, then: str = "") -> ServerUnreachable:
+    """The one-line error for a server that stayed away longer than `server_wait_s()`."""
+    waited = _WAITED_S[0] if _WAITED_S else server_wait_s()
+    message = f"MLflow server at {tracking_uri()} unreachable for {waited} s during {during}"
+    return ServerUnreachable(f"{message}; {then}" if then else message)
+
+
+def give_up_on_server() -> None:
+    """No more waiting in this process: closing its runs on the way out fails fast instead
+    of sitting through another round of retries against a server that is gone."""
+    if not _WAITED_S:
+        _WAITED_S.append(server_wait_s())
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"

@@ -11,6 +11,17 @@ where it stopped. Its project name is a hash of everything that makes trials
 comparable (data, features, architecture, search space, budget per trial), so
 changing any of those starts a fresh search, while raising
 `tune.max_trials` continues the old one.
+
+Faults. keras-tuner's state files are written to a temporary name and renamed,
+so a kill -9 or Ctrl-C never leaves half a file; if one is damaged anyway the
+stage stops with one line naming it (delete the project folder to restart the
+search, or restore it). A trial's MLflow run turns FINISHED only after the oracle
+has recorded the trial, and a resumed search closes what a killed one left
+RUNNING: FINISHED if the oracle had recorded the trial, KILLED if it reruns it.
+MLflow requests ride out a server restart (tracking.HTTP_RETRY_DEFAULTS); a
+server that stays away longer fails the stage with one line, the search state
+saved. Ctrl-C or SIGTERM ends every chief and worker the stage started, and they
+end themselves if it is killed outright.
 """
 
 from __future__ import annotations
@@ -19,11 +30,12 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +43,7 @@ from deepfake_audio.errors import UserError
 from deepfake_audio.params import Params
 
 OBJECTIVE_DIRECTION = {"val_eer": "min", "val_accuracy": "max"}
+RESUME_HINT = "the search state is saved, rerun `dvc repro` to resume"
 
 
 def project_name(params: Params, dataset_digest: str) -> str:
@@ -49,6 +62,7 @@ def project_name(params: Params, dataset_digest: str) -> str:
 def _tuner_class(kind: str) -> type:
     import keras_tuner as kt
 
+    _make_state_writes_atomic()
     base = {
         "random": kt.RandomSearch,
         "bayesian": kt.BayesianOptimization,
@@ -73,19 +87,20 @@ def _tuner_class(kind: str) -> type:
 
             client = MlflowClient()
             values = dict(trial.hyperparameters.values)
-            run = client.create_run(
-                experiment_id=mlflow.get_experiment_by_name(self.experiment_name).experiment_id,
-                run_name=f"trial-{trial.trial_id}",
-                tags={
-                    **self.mlflow_tags,
-                    "mlflow.parentRunId": self.mlflow_parent_run_id,
-                    "trial_id": str(trial.trial_id),
-                    "tuner_id": str(self.tuner_id),
-                    "search": self.project_name,
-                },
-            )
-            run_id = run.info.run_id
+            run_id = None
             try:
+                run = client.create_run(
+                    experiment_id=mlflow.get_experiment_by_name(self.experiment_name).experiment_id,
+                    run_name=f"trial-{trial.trial_id}",
+                    tags={
+                        **self.mlflow_tags,
+                        "mlflow.parentRunId": self.mlflow_parent_run_id,
+                        "trial_id": str(trial.trial_id),
+                        "tuner_id": str(self.tuner_id),
+                        "search": self.project_name,
+                    },
+                )
+                run_id = run.info.run_id
                 client.log_batch(
                     run_id,
                     params=[
@@ -103,16 +118,47 @@ def _tuner_class(kind: str) -> type:
                 # The search's parent run is the active one; reopen the child beside it.
                 with mlflow.start_run(run_id=run_id, nested=True):
                     tracking.log_keras_model(self.load_model(trial))
+            except (KeyboardInterrupt, SystemExit):
+                _close_run_quietly(run_id, "KILLED")  # the oracle reruns it on resume
+                raise
             except Exception as exc:
-                client.set_terminated(run_id, status="FAILED")
+                if tracking.is_unreachable(exc):
+                    # Left RUNNING: the resumed search marks it KILLED and reruns the trial.
+                    error = tracking.unreachable(f"trial {trial.trial_id}", RESUME_HINT)
+                    tracking.give_up_on_server()
+                    raise kt_errors.FatalError(str(error)) from None
+                _close_run_quietly(run_id, "FAILED")
                 if isinstance(exc, kt_errors.FatalError):
                     raise
                 # keras-tuner would swallow this and go on to the next trial.
                 raise kt_errors.FatalError(
                     f"trial {trial.trial_id} failed: {type(exc).__name__}: {exc}"
                 ) from exc
-            client.set_terminated(run_id, status="FINISHED")
+            # FINISHED once the oracle has recorded the trial (on_trial_end): a kill in
+            # between leaves a RUNNING run that the resumed search closes as the oracle says.
+            self.__dict__.setdefault("_trial_runs", {})[trial.trial_id] = run_id
             return results
+
+        def on_trial_end(self, trial: Any) -> None:
+            from keras_tuner import errors as kt_errors
+            from keras_tuner.engine import trial as trial_module
+            from mlflow.tracking import MlflowClient
+
+            from deepfake_audio import tracking
+
+            super().on_trial_end(trial)  # the oracle saves trial.json and oracle.json
+            run_id = self.__dict__.get("_trial_runs", {}).pop(trial.trial_id, None)
+            if run_id is None:
+                return
+            done = trial.status == trial_module.TrialStatus.COMPLETED
+            try:
+                MlflowClient().set_terminated(run_id, status="FINISHED" if done else "FAILED")
+            except Exception as exc:
+                if not tracking.is_unreachable(exc):
+                    raise
+                error = tracking.unreachable(f"trial {trial.trial_id}", RESUME_HINT)
+                tracking.give_up_on_server()
+                raise kt_errors.FatalError(str(error)) from None
 
     TrackedTuner.__name__ = f"Tracked{base.__name__}"
     return TrackedTuner
@@ -158,12 +204,23 @@ def run(
     `KERASTUNER_TUNER_ID` is already set (by us or by you, on other machines),
     one chief or worker of keras-tuner's own distributed mode.
     """
-    if os.environ.get("KERASTUNER_TUNER_ID"):
-        _run_role(params, dataset_dir, tuner_dir)
-        return {}
-    if params.tune.workers > 1:
-        return _run_distributed(params, dataset_dir, tuner_dir, out, params_path)
-    return _run_single(params, dataset_dir, tuner_dir, out)
+    from deepfake_audio import tracking
+
+    try:
+        if os.environ.get("KERASTUNER_TUNER_ID"):
+            _run_role(params, dataset_dir, tuner_dir)
+            return {}
+        with _sigterm_as_exit():  # so the clean-up below runs on SIGTERM as on Ctrl-C
+            if params.tune.workers > 1:
+                return _run_distributed(params, dataset_dir, tuner_dir, out, params_path)
+            return _run_single(params, dataset_dir, tuner_dir, out)
+    except Exception as exc:
+        # Outside a trial (opening the parent run, the final report): the same one line.
+        if isinstance(exc, UserError) or not tracking.is_unreachable(exc):
+            raise
+        error = tracking.unreachable("the tune stage", RESUME_HINT)
+        tracking.give_up_on_server()
+        raise error from None
 
 
 class _Search:
@@ -179,21 +236,45 @@ class _Search:
         self.data = SpectrogramDataset(dataset_dir)
         self.digest = tracking.directory_digest(dataset_dir)
         self.project = project_name(params, self.digest)
+        self.project_dir = Path(tuner_dir) / self.project
+        check_tuner_state(self.project_dir)
         self.tags = tracking.run_tags(self.digest, stage="tune")
         self.build_fn = models.hypermodel(
             params, self.data.input_shape, self.data.mean, self.data.std, self.data.norm_axis
         )
 
     def tuner(self, parent_run_id: str = "") -> Any:
+        from keras_tuner.src.distribute import utils as dist_utils
+
         params = self.params
-        try:  # keras-tuner builds one model up front to learn the search space
+        # keras-tuner reloads a search only when this process's own tuner file
+        # (tuner0.json, chief.json: an empty state) exists, else builds one model up
+        # front and starts the oracle over. A search begun with another tune.workers
+        # lacks it: write it, so the oracle - kept in oracle.json - carries on.
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
+        tuner_file = self.project_dir / f"{tuner_id}.json"
+        holds_oracle = not dist_utils.has_chief_oracle() or dist_utils.is_chief_oracle()
+        oracle_file = self.project_dir / "oracle.json"
+        if holds_oracle and oracle_file.is_file() and not tuner_file.exists():
+            _write_text_atomic(tuner_file, "{}")
+        resuming = tuner_file.exists()
+        try:
             tuner = make_tuner(params, self.build_fn, self.tuner_dir, self.project)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if resuming:
+                raise UserError(
+                    _corrupt_state(
+                        self.project_dir, self.project_dir, f"{type(exc).__name__}: {first}"
+                    )
+                ) from None
+            if not isinstance(exc, (ValueError, TypeError)):
+                raise
             raise UserError(
                 f"tune: model.architecture {params.model.architecture!r} cannot be built for "
                 f"input {self.data.input_shape} with this search space: {first}"
             ) from None
+        _skip_completed_retries(tuner.oracle)
         tuner.mlflow_parent_run_id = parent_run_id
         tuner.mlflow_tags = self.tags
         tuner.objective_name = params.tune.objective
@@ -224,20 +305,25 @@ class _Search:
 
     @contextlib.contextmanager
     def parent_run(self) -> Iterator[Any]:
-        """The search's MLflow parent run, resumed when the search is."""
+        """The search's MLflow parent run, resumed when the search is.
+
+        On the way out it is FINISHED, FAILED, or KILLED (Ctrl-C, SIGTERM), and
+        trial runs the stage's processes left RUNNING are closed at once; with the
+        server gone none of that is attempted (the next run does it).
+        """
         import mlflow
 
         from deepfake_audio import tracking
 
         params = self.params
-        parent_file = Path(self.tuner_dir) / self.project / "mlflow_parent_run_id"
+        parent_file = self.project_dir / "mlflow_parent_run_id"
         parent_id = _resume_parent(parent_file)
-        with mlflow.start_run(
+        parent = mlflow.start_run(
             run_id=parent_id, run_name=None if parent_id else f"tune-{self.project}"
-        ) as parent:
+        )
+        try:
             if parent_id is None:
-                parent_file.parent.mkdir(parents=True, exist_ok=True)
-                parent_file.write_text(parent.info.run_id)
+                _write_text_atomic(parent_file, parent.info.run_id)
             mlflow.set_tags({**self.tags, "search": self.project, "tuner": params.tune.tuner})
             # Everything here is fixed for a search (it is in the project hash), so a
             # resumed search logs the same values; max_trials may grow, so it is a metric.
@@ -254,8 +340,12 @@ class _Search:
             mlflow.log_metric("max_trials", params.tune.max_trials)
             mlflow.log_metric("workers", params.tune.workers)
             tracking.log_dataset_input(self.dataset_dir, self.digest, context="tuning")
-            mark_interrupted_trials(parent.info.run_id)
+            mark_interrupted_trials(parent.info.run_id, completed_trials(self.project_dir))
             yield parent
+        except BaseException as exc:
+            _close_parent(exc, parent.info.run_id, self.project_dir)
+            raise
+        mlflow.end_run()
 
     def result(self, tuner: Any, parent_run_id: str, out: Path) -> dict[str, Any]:
         import mlflow
@@ -305,6 +395,7 @@ def _run_role(params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
     a worker asks it for trials until the search is over. Worker trial runs
     hang under the parent run named by `DEEPFAKE_AUDIO_TUNE_PARENT_RUN`.
     """
+    _die_with_launcher()
     search = _Search(params, dataset_dir, tuner_dir)
     tuner = search.tuner(os.environ.get("DEEPFAKE_AUDIO_TUNE_PARENT_RUN", ""))
     search.search(tuner)
@@ -380,6 +471,7 @@ def _run_distributed(
             "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(port),
             "DEEPFAKE_AUDIO_TUNE_PARENT_RUN": parent.info.run_id,
+            "DEEPFAKE_AUDIO_TUNE_LAUNCHER_PID": str(os.getpid()),
         }
         procs: dict[str, tuple[subprocess.Popen, Path]] = {}
 
@@ -442,25 +534,210 @@ def _wait_for_workers(procs: dict[str, tuple[subprocess.Popen, Path]]) -> None:
         time.sleep(1)
 
 
-def mark_interrupted_trials(parent_run_id: str) -> list[str]:
-    """Trial runs of this search left RUNNING by a killed stage become KILLED.
+def mark_interrupted_trials(parent_run_id: str, completed: Iterable[str] = ()) -> list[str]:
+    """Close the trial runs of this search that a killed stage left RUNNING; their ids.
 
-    keras-tuner reruns an interrupted trial under the same id; its old MLflow
-    run would otherwise stay RUNNING forever next to the new one.
+    keras-tuner reruns an interrupted trial under the same id, and its old MLflow run
+    would otherwise stay RUNNING forever next to the new one: it becomes KILLED. A run
+    whose trial the oracle had recorded as done (`completed`: the stage died between
+    the two bookkeepings) becomes FINISHED instead - its metrics and model are logged,
+    and keras-tuner will not run that trial again.
     """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
-    stale = client.search_runs(
+    children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=(
-            f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
-        ),
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=50000,
     )
-    for run in stale:
-        client.set_terminated(run.info.run_id, status="KILLED")
-    return [run.info.run_id for run in stale]
+    finished = {r.data.tags.get("trial_id") for r in children if r.info.status == "FINISHED"}
+    completed = set(completed)
+    closed = []
+    for run in children:
+        if run.info.status != "RUNNING":
+            continue
+        trial_id = run.data.tags.get("trial_id")
+        done = trial_id in completed and trial_id not in finished
+        if done:
+            finished.add(trial_id)
+        client.set_terminated(run.info.run_id, status="FINISHED" if done else "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def completed_trials(project_dir: Path) -> set[str]:
+    """Ids of the trials keras-tuner's saved state records as COMPLETED."""
+    done = set()
+    for path in Path(project_dir).glob("trial_*/trial.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # check_tuner_state reports it
+        if isinstance(state, dict) and state.get("status") == "COMPLETED":
+            done.add(str(state.get("trial_id")))
+    return done
+
+
+def check_tuner_state(project_dir: Path) -> None:
+    """Stop with one line when a file keras-tuner would reload cannot be read.
+
+    The oracle (`oracle.json`), one file per tuner process (`tuner0.json`,
+    `chief.json`, ...) and each trial (`trial_*/trial.json`, `build_config.json`) are
+    JSON; keras-tuner itself would fail on a damaged one with a traceback, or worse,
+    report it as a model that cannot be built.
+    """
+    project_dir = Path(project_dir)
+    if not project_dir.is_dir():
+        return
+    for path in sorted([*project_dir.glob("*.json"), *project_dir.glob("trial_*/*.json")]):
+        try:
+            text = path.read_text()
+            if not text.strip():
+                raise UserError(_corrupt_state(path, project_dir, "empty file"))
+            json.loads(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(_corrupt_state(path, project_dir, type(exc).__name__)) from None
+        except json.JSONDecodeError as exc:
+            reason = f"not valid JSON: {exc}"
+            raise UserError(_corrupt_state(path, project_dir, reason)) from None
+
+
+def _corrupt_state(path: Path, project_dir: Path, reason: str) -> str:
+    return (
+        f"tune: {path}: keras-tuner state is corrupted ({reason}); delete {project_dir} to "
+        "restart this search from scratch (its finished trials stay in MLflow), "
+        "or restore that folder from a backup"
+    )
+
+
+def _skip_completed_retries(oracle: Any) -> None:
+    """A trial saved COMPLETED but still listed as ongoing in oracle.json is not rerun.
+
+    keras-tuner writes trial.json before oracle.json when a trial ends; a stage killed
+    between the two would otherwise run that finished trial again on resume.
+    """
+    from keras_tuner.engine import trial as trial_module
+
+    queue = getattr(oracle, "_retry_queue", None)
+    if not queue:
+        return  # a worker's oracle client, or nothing to retry
+    for trial_id in list(queue):
+        trial = oracle.trials.get(trial_id)
+        if trial is not None and trial.status == trial_module.TrialStatus.COMPLETED:
+            queue.remove(trial_id)
+            if trial_id not in oracle.end_order:
+                oracle.end_order.append(trial_id)
+
+
+_KERAS_TUNER_SAVE_JSON: Any = None
+
+
+def _make_state_writes_atomic() -> None:
+    """keras-tuner's JSON state files written to a temporary name, then renamed.
+
+    keras-tuner truncates and rewrites oracle.json and trial.json in place, so a
+    kill -9 or Ctrl-C at the wrong moment leaves an empty or half file and a search
+    that cannot resume. Its one writer, `keras_tuner.src.utils.save_json`, is replaced
+    for local paths (a remote tuner directory, gs://..., keeps keras-tuner's own).
+    """
+    global _KERAS_TUNER_SAVE_JSON
+    from keras_tuner.src import utils as kt_utils
+
+    if _KERAS_TUNER_SAVE_JSON is not None:
+        return
+    _KERAS_TUNER_SAVE_JSON = kt_utils.save_json
+
+    def save_json(path: Any, obj: Any) -> str:
+        if "://" in str(path):
+            return _KERAS_TUNER_SAVE_JSON(path, obj)
+        text = json.dumps(obj)
+        _write_text_atomic(Path(path), text)
+        return text
+
+    kt_utils.save_json = save_json
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _close_run_quietly(run_id: str | None, status: str) -> None:
+    """Best effort: the error that got us here is the one the user needs to see."""
+    if run_id is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):
+        MlflowClient().set_terminated(run_id, status=status)
+
+
+def _close_parent(exc: BaseException, parent_run_id: str, project_dir: Path) -> None:
+    """End the search's parent run after `exc`, never masking it."""
+    import mlflow
+
+    from deepfake_audio import tracking
+    from deepfake_audio.server import is_healthy
+
+    uri = tracking.tracking_uri()
+    gone = tracking.is_unreachable(exc) or (
+        uri.startswith(("http://", "https://")) and not is_healthy(uri, timeout=3.0)
+    )
+    if gone:
+        tracking.give_up_on_server()  # ending the run below fails at once
+    else:
+        with contextlib.suppress(Exception):  # workers stopped mid-trial
+            mark_interrupted_trials(parent_run_id, completed_trials(project_dir))
+    status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) here, so `finally` clean-up runs as on Ctrl-C."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_launcher() -> None:
+    """A chief or worker our launcher started ends with it, even when it is killed -9.
+
+    Linux delivers SIGTERM to this process when its parent dies (PR_SET_PDEATHSIG);
+    if the launcher is already gone, this process stops here.
+    """
+    launcher = os.environ.get("DEEPFAKE_AUDIO_TUNE_LAUNCHER_PID", "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(launcher):
+        raise UserError("tune: the stage that started this tuner process is gone")
 
 
 def _resume_parent(path: Path) -> str | None:

@@ -147,3 +147,13 @@ def test_unknown_layout_and_missing_path(tmp_path: Path) -> None:
         list_clips(_params(tmp_path))
     with pytest.raises(UserError, match="is not a directory"):
         list_clips(_params(tmp_path / "nope"))
+
+
+def test_rebuilding_replaces_the_dataset_whole(tmp_path: Path) -> None:
+    params = _params()
+    out = tmp_path / "spec"
+    dataset.build(params, list_clips(params), out, tmp_path / "reports")
+    (out / "stale-shard.npy").write_bytes(b"from an older build")
+    dataset.build(params, list_clips(params), out, tmp_path / "reports")
+    assert not (out / "stale-shard.npy").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "spec"], "no .tmp/.old"

@@ -365,8 +365,14 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 1},
     }
     (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
+    # Renames only, so an interruption leaves either the old dataset or the new one whole
+    # (at worst beside `<out>.old`), never a half-deleted folder.
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.replace(old)
     tmp.replace(out)
+    shutil.rmtree(old, ignore_errors=True)
     return _write_reports(reports, counts, bad, clips, fp, seconds)
 
 

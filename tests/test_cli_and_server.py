@@ -136,3 +136,22 @@ def test_atomic_json_and_clear_read_errors(tmp_path: Path) -> None:
         tracking.read_json(path, "x")
     with pytest.raises(UserError, match="not found"):
         tracking.read_json(tmp_path / "nope.json", "x")
+
+
+def test_server_lost_mid_stage_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stage whose server vanished gets one line and exit 2, not MLflow's traceback."""
+    import requests
+
+    from deepfake_audio import cli
+
+    def lost(args: object) -> int:  # a real refused connection, as MLflow's client meets it
+        requests.get(f"http://127.0.0.1:{free_port()}/api/2.0/mlflow/runs/get", timeout=5)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_register", lost)
+    assert cli.main(["register"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "unreachable" in err[0] and "during the register stage" in err[0]

@@ -266,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"deepfake-audio: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # A tracking server that went away mid-stage: one line, not MLflow's traceback.
+        from deepfake_audio import tracking
+
+        if not tracking.is_unreachable(exc):
+            raise
+        message = tracking.unreachable(f"the {args.command} stage", "rerun it (`dvc repro`)")
+        print(f"deepfake-audio: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("deepfake-audio: interrupted", file=sys.stderr)
         return 130

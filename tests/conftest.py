@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,19 @@ import pytest
 from deepfake_audio import server
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(root: Path) -> None:
+    """What a clone of the project holds for DVC: code, dvc.yaml, DVC config, data/raw."""
+    shutil.copytree(
+        PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, root / name)
+    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
 
 
 def free_port() -> int:

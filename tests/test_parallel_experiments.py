@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +78,7 @@ def test_two_queued_experiments_run_in_parallel(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
 ) -> None:
     root = tmp_path_factory.mktemp("queue-repo")
-    shutil.copytree(
-        PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
-    (root / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+    copy_project(root)
     tag = uuid.uuid4().hex[:8]
     experiment, model_name = f"queue-{tag}", f"queue-model-{tag}"
     params = _merge(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +57,7 @@ class Pipeline:
 def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Pipeline:
     """A copy of the project in a fresh git repository, with small params, after one `dvc repro`."""
     root = tmp_path_factory.mktemp("repo")
-    shutil.copytree(
-        PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
-    (root / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+    copy_project(root)
     tag = uuid.uuid4().hex[:8]
     experiment, model_name = f"e2e-{tag}", f"e2e-model-{tag}"
     params = _merge(

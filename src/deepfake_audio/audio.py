@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from deepfake_audio.errors import UserError
 
@@ -32,6 +31,7 @@ __all__ = [
     "SILENCE_PEAK",
     "TARGET_RMS",
     "AudioError",
+    "condition",
     "decode",
     "fix_length",
     "load_clip",
@@ -113,8 +113,11 @@ class _BytesReader(io.BytesIO):
         return super().seek(offset, whence)
 
 
-def decode(source: Source) -> tuple[np.ndarray, int]:
+def decode(source: Source, name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a file path or in-memory bytes into a float32 mono waveform.
+
+    ``name`` is how messages call the source (default: the path, or ``<bytes>``); a caller
+    that already read a file's bytes passes its path, so errors still name the file.
 
     Multi-channel audio is down-mixed by averaging the channels (no channel is privileged:
     which side a stereo recording put the voice on is not a cue). Integer PCM is scaled to
@@ -132,10 +135,11 @@ def decode(source: Source) -> tuple[np.ndarray, int]:
         AudioError: the input is missing, empty, not audio libsndfile can read, has no
             samples, contains NaN/inf samples, is too long or has an implausible rate.
     """
-    name = _source_name(source)
+    name = _source_name(source) if name is None else name
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise AudioError(name, "empty input (0 bytes)")
+            what = "input" if name == "<bytes>" else "file"
+            raise AudioError(name, f"empty {what} (0 bytes)")
         handle: io.BytesIO | str = _BytesReader(bytes(source))
     else:
         path = os.fsdecode(source)
@@ -209,6 +213,10 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
     if orig_sr == target_sr or wave.size == 0:
         return wave.copy()
+    # Imported here: scipy.signal takes about a second to import, and most corpora are
+    # already at the model's rate.
+    from scipy.signal import resample_poly
+
     ratio = Fraction(int(target_sr), int(orig_sr)).limit_denominator(_MAX_RATIO_DENOMINATOR)
     out = resample_poly(wave, ratio.numerator, ratio.denominator)
     return np.ascontiguousarray(out, dtype=np.float32)
@@ -270,6 +278,17 @@ def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.
     """
     name = _source_name(source)
     wave, orig_sr = decode(source)
+    return condition(wave, orig_sr, sample_rate, name, min_seconds=min_seconds)
+
+
+def condition(
+    wave: np.ndarray, orig_sr: int, sample_rate: int, name: str, min_seconds: float = 0.1
+) -> np.ndarray:
+    """Everything `load_wave` does after `decode`, for a waveform decoded at ``orig_sr``.
+
+    Split out so that the dataset stage, which reads each file's bytes once for its sha256,
+    decodes those same bytes instead of reading the file a second time.
+    """
     duration = wave.size / orig_sr
     if duration < min_seconds:
         raise AudioError(name, f"too short ({duration:.3f} s, need at least {min_seconds:g} s)")
@@ -280,7 +299,8 @@ def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.
     if peak < SILENCE_PEAK:
         raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
     rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
-    return np.clip(wave * np.float32(TARGET_RMS / rms), -1.0, 1.0).astype(np.float32)
+    scaled = wave * np.float32(TARGET_RMS / rms)
+    return np.clip(scaled, -1.0, 1.0, out=scaled)
 
 
 def load_clip(

@@ -33,6 +33,7 @@ VERSION_KEYS = {"tensorflow", "keras", "numpy", "librosa"}
 CHEAP_FIGURES = {
     "features.speedup_vs_librosa",
     "features.speedup_vs_librosa_single_process",
+    "features.stage_speedup_vs_librosa",
     "features.peak_memory_mb",
     "features.peak_memory_ratio_4n_vs_n",
     "input_pipeline.speedup_vs_imagedatagenerator",

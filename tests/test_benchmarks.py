@@ -37,6 +37,7 @@ CHEAP_FIGURES = {
     "features.peak_memory_mb",
     "features.peak_memory_ratio_4n_vs_n",
     "input_pipeline.speedup_vs_imagedatagenerator",
+    "input_pipeline.streaming_speedup_vs_imagedatagenerator",
 }
 
 

@@ -180,10 +180,17 @@ def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
         if channels < 1:
             raise AudioError(name, "has no audio channels")
         limit = int(MAX_SECONDS * sample_rate)
+        # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
+        # libsndfile's own float conversion (x / 32768) and about twice as fast.
+        pcm16 = audio.subtype == "PCM_16"
         blocks: list[np.ndarray] = []
         total = 0
         while True:
-            data = audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if pcm16:
+                ints = audio.read(_BLOCK_FRAMES, dtype="int16", always_2d=True)
+                data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
+            else:
+                data = audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
             if data.shape[0] == 0:
                 break
             total += data.shape[0]
@@ -193,6 +200,8 @@ def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
                 raise AudioError(name, "contains NaN or infinite samples")
             mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
             blocks.append(np.asarray(mono, dtype=np.float32))
+            if data.shape[0] < _BLOCK_FRAMES:  # a short read is the end: skip an empty one
+                break
     if not blocks:
         return np.zeros(0, dtype=np.float32), sample_rate
     wave = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
@@ -293,12 +302,20 @@ def condition(
     if duration < min_seconds:
         raise AudioError(name, f"too short ({duration:.3f} s, need at least {min_seconds:g} s)")
     wave = resample(wave, orig_sr, sample_rate)
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    peak = float(max(wave.max(), -wave.min())) if wave.size else 0.0
     if not math.isfinite(peak):  # finite samples near float32's limit, overflowed by the filter
         raise AudioError(name, "sample values out of range (overflow when resampling)")
     if peak < SILENCE_PEAK:
         raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
-    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    # A float32 dot product (BLAS): ~10x faster than squaring in float64, and its rounding
+    # (relative ~1e-6 on the gain) is far below anything audible or learnable. Samples far
+    # outside [-1, 1] (broken float files) would overflow it: those take float64.
+    if peak <= 1e6:
+        energy = float(np.dot(wave, wave))
+    else:
+        wide = wave.astype(np.float64)
+        energy = float(np.dot(wide, wide))
+    rms = math.sqrt(energy / wave.size)
     scaled = wave * np.float32(TARGET_RMS / rms)
     return np.clip(scaled, -1.0, 1.0, out=scaled)
 

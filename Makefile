@@ -26,6 +26,7 @@ demo: $(BIN)/.installed
 	@echo "MLflow UI:        $(MLFLOW_TRACKING_URI)  (experiment 'deepfake-audio': tuning trials are child runs)"
 	@$(BIN)/python -c "import json; m=json.load(open('reports/metrics.json')); r=json.load(open('reports/registry.json')); \
 	print(f\"test EER:         {m['test_eer']:.2%} (synthetic demo corpus: it exercises the pipeline, it is not a benchmark)\"); \
+	b=m.get('baseline_lfcc_gmm_test_eer'); b is None or print(f\"LFCC-GMM EER:     {b:.2%} (the classic baseline, same clips)\"); \
 	print(f\"registered model: {r['model_name']} version {r['version']} aliases {', '.join(r['aliases'])}\")"
 	@echo "next:             dvc exp run -S tune.max_trials=6 && dvc exp show"
 

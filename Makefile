@@ -50,7 +50,7 @@ server: $(BIN)/.installed
 server-stop:
 	deepfake-audio server stop
 
-# Benchmark suite (~15 min on 2 CPU cores): reports/benchmarks.json + a Markdown table.
+# Benchmark suite (~10 min on 2 quiet CPU cores): reports/benchmarks.json + a Markdown table.
 # It starts its own MLflow server on a free port. e.g. make bench BENCH_ARGS="--only features --quick"
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

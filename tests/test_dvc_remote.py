@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, copy_project
 from deepfake_audio.tracking import directory_digest
 
 pytestmark = pytest.mark.slow  # about 45 s: two repositories, a dozen dvc commands each
@@ -95,20 +95,14 @@ def _write_corpus(folder: Path, per_class: int = 2) -> None:
 def repo(tmp_path: Path) -> Repo:
     """This project's stage code, dvc.yaml and tiny params in a fresh git + DVC repository."""
     root = tmp_path / "repo"
-    shutil.copytree(
-        PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, root / name)
-    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
+    root.mkdir()
+    copy_project(root)  # .dvc/ included: its config turns analytics off
     params = _merge(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     r = Repo(root)
     r.run("git", "init", "-q", "-b", "main")
     r.run("git", "config", "user.name", "t")
     r.run("git", "config", "user.email", "t@example.com")
-    r.run("dvc", "init", "-q")
-    shutil.copy(PROJECT / ".dvc" / "config", root / ".dvc" / "config")  # analytics off
     r.run("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     r.run("git", "add", "-A")
     r.run("git", "commit", "-qm", "project")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,51 @@ def copy_project(root: Path) -> None:
     (root / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, nested sections merged key by key (as `dvc exp run -S`)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def stage_env(tracking_uri: str | None = None) -> dict[str, str]:
+    """The environment git, dvc and the stages run in inside a temporary project repository:
+    this venv's commands first, quiet stages, a git identity, and no `DVC_EXP_NAME` leaking
+    in from an experiment the test suite itself may run under."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DEEPFAKE_AUDIO_VERBOSE": "0",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.pop("DVC_EXP_NAME", None)
+    return env
+
+
+def run_command(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900, check: bool = True
+) -> str:
+    """Run a command; its stdout + stderr, or an AssertionError with their tail."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def commit_project(root: Path, env: dict[str, str]) -> None:
+    """`git init` the copied project and commit all of it, as a fresh clone would be."""
+    run_command(["git", "init", "-q", "-b", "main"], root, env)
+    run_command(["git", "add", "-A"], root, env)
+    run_command(["git", "commit", "-qm", "project"], root, env)
 
 
 def free_port() -> int:

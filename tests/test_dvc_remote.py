@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import PROJECT, copy_project
+from conftest import PROJECT, copy_project, merge, stage_env
 from deepfake_audio.tracking import directory_digest
 
 pytestmark = pytest.mark.slow  # about 45 s: two repositories, a dozen dvc commands each
@@ -33,22 +31,10 @@ TINY = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 class Repo:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DEEPFAKE_AUDIO_VERBOSE": "0",
-        }
-        self.env.pop("DVC_EXP_NAME", None)
+        self.env = stage_env()
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -97,12 +83,10 @@ def repo(tmp_path: Path) -> Repo:
     root = tmp_path / "repo"
     root.mkdir()
     copy_project(root)  # .dvc/ included: its config turns analytics off
-    params = _merge(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
+    params = merge(yaml.safe_load((PROJECT / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     r = Repo(root)
     r.run("git", "init", "-q", "-b", "main")
-    r.run("git", "config", "user.name", "t")
-    r.run("git", "config", "user.email", "t@example.com")
     r.run("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     r.run("git", "add", "-A")
     r.run("git", "commit", "-qm", "project")

@@ -11,9 +11,7 @@ with their own experiment name. The workers inherit the environment of
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT, copy_project
+from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +34,8 @@ TINY = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}")
-    return output
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    return run_command(cmd, cwd, env, timeout=300)
 
 
 def _experiments(shown: Any) -> dict[str, dict[str, Any]]:
@@ -81,27 +68,15 @@ def test_two_queued_experiments_run_in_parallel(
     copy_project(root)
     tag = uuid.uuid4().hex[:8]
     experiment, model_name = f"queue-{tag}", f"queue-model-{tag}"
-    params = _merge(
+    params = merge(
         yaml.safe_load((PROJECT / "params.yaml").read_text()),
         {**TINY, "mlflow": {"experiment_name": experiment}, "registry": {"model_name": model_name}},
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        # Exported before `dvc queue start`: the queue workers, and every stage they run
-        # in their temporary workspaces, inherit it.
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "DEEPFAKE_AUDIO_VERBOSE": "0",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    env.pop("DVC_EXP_NAME", None)
-    _run(["git", "init", "-q", "-b", "main"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "project"], root, env)
+    # Exported before `dvc queue start`: the queue workers, and every stage they run
+    # in their temporary workspaces, inherit MLFLOW_TRACKING_URI.
+    env = stage_env(mlflow_server)
+    commit_project(root, env)
 
     names = [f"q{seed}-{tag}" for seed in (1, 2)]
     for seed, name in zip((1, 2), names, strict=True):

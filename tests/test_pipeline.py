@@ -4,9 +4,6 @@ against a real MLflow server; asserts on what the server and the reports hold.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT, copy_project
+from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,27 +24,12 @@ SMALL = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    output = proc.stdout + proc.stderr
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}")
-    return output
-
-
 class Pipeline:
     def __init__(self, root: Path, env: dict[str, str], experiment: str, model_name: str) -> None:
         self.root, self.env, self.experiment, self.model_name = root, env, experiment, model_name
 
     def run(self, *cmd: str, check: bool = True) -> str:
-        return _run(list(cmd), self.root, self.env, check)
+        return run_command(list(cmd), self.root, self.env, check=check)
 
     def json(self, rel: str) -> Any:
         return json.loads((self.root / rel).read_text())
@@ -60,7 +42,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Pi
     copy_project(root)
     tag = uuid.uuid4().hex[:8]
     experiment, model_name = f"e2e-{tag}", f"e2e-model-{tag}"
-    params = _merge(
+    params = merge(
         yaml.safe_load((PROJECT / "params.yaml").read_text()),
         {
             **SMALL,
@@ -69,21 +51,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Pi
         },
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "DEEPFAKE_AUDIO_VERBOSE": "0",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    env.pop("DVC_EXP_NAME", None)
+    env = stage_env(mlflow_server)
     p = Pipeline(root, env, experiment, model_name)
-    p.run("git", "init", "-q", "-b", "main")
-    p.run("git", "add", "-A")
-    p.run("git", "commit", "-qm", "project")
+    commit_project(root, env)
     p.first_repro = p.run("dvc", "repro")
     return p
 

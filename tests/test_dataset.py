@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,26 @@ def test_fail_mode_stops_at_the_first_bad_file(tmp_path: Path) -> None:
         dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "spec").exists()  # nothing half-written where DVC would cache it
+
+
+def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path: Path, monkeypatch) -> None:
+    """What the OOM killer does to a feature worker: the build must stop with a clear error
+    and leave nothing half-written, not wait forever for that worker's results."""
+    root = _folders(tmp_path / "corpus")
+    file_features = dataset.file_features
+
+    def killed_on_one_file(path: Path, fp):
+        if path.name == "fake_1.wav":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return file_features(path, fp)
+
+    # The workers are forked from this process, so they run the patched function.
+    monkeypatch.setattr(dataset, "file_features", killed_on_one_file)
+    params = _params(root)
+    with pytest.raises(UserError, match="a feature worker process died") as err:
+        dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
 
 
 def test_same_audio_in_two_splits_fails_naming_both(tmp_path: Path) -> None:

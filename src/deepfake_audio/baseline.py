@@ -42,6 +42,8 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -172,15 +174,23 @@ def fit_models(
     tasks = [(frames[label], components, seed) for label in CLASSES]
     try:
         if workers > 1:
-            context = multiprocessing.get_context("fork")
-            with context.Pool(min(workers, len(tasks))) as pool:
-                models = pool.map(_fit_one, tasks)
+            # An executor, as in the dataset stage: a worker that dies is an error here,
+            # where a multiprocessing.Pool would wait for its result forever.
+            with ProcessPoolExecutor(
+                min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork")
+            ) as pool:
+                models = list(pool.map(_fit_one, tasks))
         else:
             models = [_fit_one(task) for task in tasks]
     except ValueError as exc:  # scikit-learn's "ill-defined empirical covariance"
         reason = str(exc).split(". ")[0]
         raise UserError(
             f"baseline: fitting the GMMs failed ({reason}); try fewer baseline.components"
+        ) from None
+    except BrokenProcessPool:
+        raise UserError(
+            "baseline: a GMM worker process died (killed, perhaps for lack of memory); "
+            "set features.workers to 1 or free memory, then rerun"
         ) from None
     return dict(zip(CLASSES, models, strict=True))
 

@@ -27,6 +27,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,13 @@ def extraction_pool(
     Everything a worker needs is in place before the fork, so a task is one integer and each
     message back carries 16 clips: per-clip pickling in the parent was what kept two workers
     from going twice as fast as one.
+
+    A `ProcessPoolExecutor`, not a `multiprocessing.Pool`: leaving a Pool early (the first
+    bad file under `on_bad_file: fail`, Ctrl-C) calls `Pool.terminate`, which can kill a
+    worker while it holds the result pipe's lock and then wait for that lock forever; CI
+    hung there. The executor instead cancels the chunks no worker has started, lets the
+    running ones finish, and reports a worker that died (the OOM killer) as an error where
+    a Pool would wait for its results forever.
     """
     global _JOB
     # Import what the workers run before forking them, so each worker inherits it instead of
@@ -212,11 +221,25 @@ def extraction_pool(
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
     _JOB = _Job(clips, str(root), fp)
+    # With fork, the executor starts every worker on the first map, before its own thread.
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
+    )
     try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-            yield lambda: pool.imap(_extract, range(len(clips)), chunksize=chunk)
+        yield lambda: _worker_results(pool.map(_extract, range(len(clips)), chunksize=chunk))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         _JOB = None
+
+
+def _worker_results(results: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from results
+    except BrokenProcessPool:
+        raise UserError(
+            "dataset: a feature worker process died (killed, perhaps for lack of memory); "
+            "lower features.workers or free memory, then rerun"
+        ) from None
 
 
 def _workers(fp: FeaturesParams) -> int:

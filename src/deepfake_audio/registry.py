@@ -10,6 +10,7 @@ version is a rollback.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,35 @@ def _version_eer(client: Any, name: str, version: str) -> float | None:
         return None
 
 
+_ALIAS_TRIES = 5
+
+
+def _lost_alias_race(exc: Exception) -> bool:
+    """The database's unique-constraint error for an alias row (SQLite and PostgreSQL)."""
+    text = str(exc).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
+def set_alias(client: Any, name: str, alias: str, version: str | int) -> None:
+    """`set_registered_model_alias` that survives a parallel register.
+
+    MLflow's SQL store sets an alias by reading its row, then inserting or updating it. Two
+    registers at once (`dvc queue start -j 2`) can both find no row and both insert: one
+    gets the database's unique-constraint error (seen in CI). Trying again finds the row and
+    updates it; the last writer wins, as it would one after the other.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(_ALIAS_TRIES):
+        try:
+            client.set_registered_model_alias(name, alias, str(version))
+            return
+        except MlflowException as exc:
+            if attempt == _ALIAS_TRIES - 1 or not _lost_alias_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def _champion(client: Any, name: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
@@ -95,6 +125,7 @@ def gate(
 
 def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -132,15 +163,25 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
             client.update_registered_model(name, description=MODEL_DESCRIPTION)
     version = mlflow.register_model(run_info["logged_model_uri"], name, tags=tags)
     client.update_model_version(name, version.version, description=description)
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-    current = _champion(client, name)
-    champion_eer = _version_eer(client, name, current.version) if current else None
-    same_data = current is None or current.tags.get("dataset_digest") == tags["dataset_digest"]
-    promoted = gate(
-        summary["test_eer"], champion_eer, params.registry.promote_min_improvement, same_data
-    )
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+    set_alias(client, name, CHALLENGER, version.version)
+    for attempt in range(_ALIAS_TRIES):
+        current = _champion(client, name)
+        champion_eer = _version_eer(client, name, current.version) if current else None
+        same_data = current is None or current.tags.get("dataset_digest") == tags["dataset_digest"]
+        promoted = gate(
+            summary["test_eer"], champion_eer, params.registry.promote_min_improvement, same_data
+        )
+        if not promoted:
+            break
+        try:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            break
+        except MlflowException as exc:
+            if attempt == _ALIAS_TRIES - 1 or not _lost_alias_race(exc):
+                raise
+            # Another register (a parallel `dvc queue` task) set a champion just now:
+            # compare against that one instead.
+            time.sleep(0.2 * (attempt + 1))
     aliases = sorted(client.get_model_version(name, version.version).aliases)
     result = {
         "model_name": name,
@@ -195,7 +236,7 @@ def promote(params: Params, version: int, force: bool = False) -> dict[str, Any]
             f"version {version} (EER {new_eer:.2%}) is worse than champion version "
             f"{current.version} (EER {old_eer:.2%}); add --force to promote it anyway"
         )
-    client.set_registered_model_alias(name, CHAMPION, str(version))
+    set_alias(client, name, CHAMPION, version)
 
     def show(v: Any, eer: float | None) -> str:
         return f"version {v} (test EER {eer:.2%})" if eer is not None else f"version {v}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,18 @@ import pytest
 from deepfake_audio import server
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the stages the tests start a working Ctrl-C, however pytest was launched.
+
+    A shell without job control starts a background command (`make test &`, nohup under a
+    script) with SIGINT ignored, and every child inherits that: the Ctrl-C tests then sent
+    SIGINT to stages that never saw it and ran to the end. A handler, unlike "ignored",
+    does not survive exec, so the stages start with Python's usual KeyboardInterrupt.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def copy_project(root: Path) -> None:

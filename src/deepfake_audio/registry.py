@@ -156,8 +156,13 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
     description = describe(tags, summary, params.data.source)
     try:
         registered = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description=MODEL_DESCRIPTION)
+    except MlflowException:
+        try:
+            client.create_registered_model(name, description=MODEL_DESCRIPTION)
+        except MlflowException as exc:
+            # A parallel register (`dvc queue start -j 2`) created it between our two calls.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     else:
         if not registered.description or registered.description == _OLD_MODEL_DESCRIPTION:
             client.update_registered_model(name, description=MODEL_DESCRIPTION)

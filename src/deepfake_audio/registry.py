@@ -75,6 +75,20 @@ def _lost_alias_race(exc: Exception) -> bool:
     return "unique constraint" in text or "duplicate key" in text
 
 
+def _try_set_alias(client: Any, name: str, alias: str, version: str | int, final: bool) -> bool:
+    """Set the alias; False when a parallel setter's insert won the race (unless `final`,
+    which raises it), so the caller can look again and retry."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+        return True
+    except MlflowException as exc:
+        if final or not _lost_alias_race(exc):
+            raise
+        return False
+
+
 def set_alias(client: Any, name: str, alias: str, version: str | int) -> None:
     """`set_registered_model_alias` that survives a parallel register.
 
@@ -83,16 +97,10 @@ def set_alias(client: Any, name: str, alias: str, version: str | int) -> None:
     gets the database's unique-constraint error (seen in CI). Trying again finds the row and
     updates it; the last writer wins, as it would one after the other.
     """
-    from mlflow.exceptions import MlflowException
-
     for attempt in range(_ALIAS_TRIES):
-        try:
-            client.set_registered_model_alias(name, alias, str(version))
+        if _try_set_alias(client, name, alias, version, final=attempt == _ALIAS_TRIES - 1):
             return
-        except MlflowException as exc:
-            if attempt == _ALIAS_TRIES - 1 or not _lost_alias_race(exc):
-                raise
-            time.sleep(0.2 * (attempt + 1))
+        time.sleep(0.2 * (attempt + 1))
 
 
 def _champion(client: Any, name: str) -> Any | None:
@@ -176,17 +184,12 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
         promoted = gate(
             summary["test_eer"], champion_eer, params.registry.promote_min_improvement, same_data
         )
-        if not promoted:
+        final = attempt == _ALIAS_TRIES - 1
+        if not promoted or _try_set_alias(client, name, CHAMPION, version.version, final):
             break
-        try:
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-            break
-        except MlflowException as exc:
-            if attempt == _ALIAS_TRIES - 1 or not _lost_alias_race(exc):
-                raise
-            # Another register (a parallel `dvc queue` task) set a champion just now:
-            # compare against that one instead.
-            time.sleep(0.2 * (attempt + 1))
+        # Another register (a parallel `dvc queue` task) set a champion just now: compare
+        # against that one instead.
+        time.sleep(0.2 * (attempt + 1))
     aliases = sorted(client.get_model_version(name, version.version).aliases)
     result = {
         "model_name": name,

@@ -46,15 +46,15 @@ def speedup(ws: Workspace) -> list[Figure]:
     import librosa
     from threadpoolctl import threadpool_limits
 
-    from deepfake_audio import dataset
-    from deepfake_audio.audio import load_clip
-    from deepfake_audio.dataset import clip_features
+    from deepfake_audio.core.audio import load_clip
+    from deepfake_audio.core.features import clip_features
+    from deepfake_audio.stages import dataset
 
     fp = ws.features
     params = ws.folder_params(0)
     # Decode + log-mel, the transform itself. The stage's extra per-file work (reading the
     # bytes for the sha256, metadata, IPC, shards) is in the `all_cores` candidates.
-    ours_what = "audio.load_clip + dataset.clip_features + float16"
+    ours_what = "audio.load_clip + features.clip_features + float16"
 
     def one_clip(path: Path) -> None:
         wave = load_clip(path, fp.sample_rate, fp.clip_seconds, crop=fp.crop, pad=fp.pad)
@@ -137,7 +137,7 @@ def speedup(ws: Workspace) -> list[Figure]:
             "the file, sha256, decode, loudness normalisation, log-mel, float16, normalisation "
             "moments) on the stage's own worker pool (dataset._init_worker), started once and "
             "warm, results sent back to this process; "
-            "stage_all_cores is the whole dataset stage (deepfake_audio.dataset.build over "
+            "stage_all_cores is the whole dataset stage (deepfake_audio.stages.dataset.build over "
             "the folders source), cold each time: pool start-up, the workers' first clips, "
             "shards, manifests and reports included; "
             "ours_single_process is decoding and features alone, in this process; "

@@ -2,7 +2,7 @@
 
 A copy of the project in a fresh git repository (as tests/test_pipeline.py sets it up) with
 the default params.yaml, a real MLflow server on a free loopback port started with
-`deepfake_audio.server.start`, then:
+`deepfake_audio.ops.server.start`, then:
 
 * `dvc repro` once (every stage of dvc.yaml): `pipeline.demo_repro_seconds`;
 * `dvc repro` again with nothing changed, three times: `pipeline.noop_repro_seconds`;
@@ -121,7 +121,7 @@ def _trial_runs(url: str, experiment: str) -> list[dict[str, Any]]:
 
 
 def run(ws: Workspace) -> list[Figure]:
-    from deepfake_audio import server
+    from deepfake_audio.ops import server
 
     base = ws.root / "pipeline"
     repo = base / "repo"
@@ -193,7 +193,7 @@ def run(ws: Workspace) -> list[Figure]:
         "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
         "dvc_overhead_seconds": round(full.seconds - sum(stages.values()), 2),
         "test_eer": metrics.get("test_eer"),
-        "mlflow": "deepfake_audio.server.start on a free loopback port, fresh store",
+        "mlflow": "deepfake_audio.ops.server.start on a free loopback port, fresh store",
     }
     per_trial = {
         "trials_completed": trials,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_audio import server
+from deepfake_audio.ops import server
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def copy_project(root: Path) -> None:
     shutil.copytree(
         PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(PROJECT / name, root / name)
     shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw")
     (root / ".dvc").mkdir()

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepfake_audio import dataset
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import parse_params
+from deepfake_audio.core.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
 from deepfake_audio.sources.asvspoof import parse_line
+from deepfake_audio.stages import dataset
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_asvspoof_corpus_builds_with_attack_ids(tmp_path: Path) -> None:
     assert len(clips) == 12
     summary = dataset.build(params, clips, tmp_path / "spec", tmp_path / "reports")
     assert summary["clips"] == 12
-    test = dataset.SpectrogramDataset(tmp_path / "spec").manifest("test")
+    test = SpectrogramDataset(tmp_path / "spec").manifest("test")
     assert sorted(set(test["attack"])) == ["-", "A17"]
     assert set(test["speaker"]) >= {"LA_0010"}
     assert all(Path(p).parts[0] == "ASVspoof2019_LA_test" for p in test["path"])

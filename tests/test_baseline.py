@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_audio import baseline, tracking
-from deepfake_audio.dataset import SpectrogramDataset, build
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import BaselineParams, ParamsError, parse_params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import BaselineParams, ParamsError, parse_params
+from deepfake_audio.core.shards import SpectrogramDataset, build
+from deepfake_audio.ops import tracking
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import baseline
 
 SMALL = {
     "seed": 3,
@@ -165,7 +166,7 @@ def test_too_few_frames_and_mismatched_splits_are_one_line_errors(
 
 
 def test_images_are_skipped_without_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_audio import evaluation
+    from deepfake_audio.stages import evaluate as evaluation
 
     # Nothing answers here: a skipped baseline must not need the server.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, free_port
-from deepfake_audio import server, tracking
-from deepfake_audio.errors import UserError
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.io import read_json, write_json
+from deepfake_audio.ops import server, tracking
 
 CLI = [sys.executable, "-m", "deepfake_audio.cli"]
 
@@ -28,7 +29,8 @@ def run_cli(
 def test_help_lists_every_subcommand_without_tensorflow() -> None:
     code = (
         "import sys; from deepfake_audio import cli; cli.build_parser().format_help(); "
-        "import deepfake_audio.params, deepfake_audio.server, deepfake_audio.metrics; "
+        "import deepfake_audio.core.params, deepfake_audio.ops.server; "
+        "import deepfake_audio.core.metrics; "
         "bad = [m for m in ('tensorflow', 'keras', 'mlflow', 'keras_tuner') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -128,14 +130,14 @@ def test_directory_digest_matches_dvc(tmp_path: Path) -> None:
 
 def test_atomic_json_and_clear_read_errors(tmp_path: Path) -> None:
     path = tmp_path / "r" / "x.json"
-    tracking.write_json(path, {"a": 1})
-    assert tracking.read_json(path, "x") == {"a": 1}
+    write_json(path, {"a": 1})
+    assert read_json(path, "x") == {"a": 1}
     assert not list(path.parent.glob(".*.tmp"))
     path.write_text("{broken")
     with pytest.raises(UserError, match="not valid JSON"):
-        tracking.read_json(path, "x")
+        read_json(path, "x")
     with pytest.raises(UserError, match="not found"):
-        tracking.read_json(tmp_path / "nope.json", "x")
+        read_json(tmp_path / "nope.json", "x")
 
 
 def test_server_lost_mid_stage_is_one_line(

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepfake_audio import dataset
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import parse_params
+from deepfake_audio.core.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import dataset
 
 SMALL_FEATURES = {"clip_seconds": 0.5, "n_mels": 16, "workers": 2}
 
@@ -53,7 +54,7 @@ def test_demo_dataset_round_trip(tmp_path: Path) -> None:
     params = _params()
     summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
     assert summary["clips"] == 18 and summary["rejected"] == 0
-    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    data = SpectrogramDataset(tmp_path / "spec")
     n_frames = 1 + 8000 // 160
     assert data.input_shape == (16, n_frames, 1)
     assert len(data.shards("train")) == 4  # 8 clips, 2 per shard
@@ -97,7 +98,7 @@ def _epochs(ds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def test_in_memory_and_streaming_reads_agree(tmp_path: Path) -> None:
     params = _params()
     dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
-    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    data = SpectrogramDataset(tmp_path / "spec")
     memory = data.tf_dataset("train", 3)
     streaming = data.tf_dataset("train", 3, in_memory_bytes=0)
     assert int(memory.cardinality()) == int(streaming.cardinality()) == 3  # 8 clips

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_audio import dataset
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.params import parse_params
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import dataset
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import soundfile as sf
 import yaml
 
 from conftest import PROJECT, copy_project, merge, stage_env
-from deepfake_audio.tracking import directory_digest
+from deepfake_audio.ops.tracking import directory_digest
 
 pytestmark = pytest.mark.slow  # about 45 s: two repositories, a dozen dvc commands each
 

@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from deepfake_audio import evaluation, metrics
-from deepfake_audio.registry import gate
+from deepfake_audio.core import metrics, reporting
+from deepfake_audio.stages import evaluate as evaluation
+from deepfake_audio.stages.register import gate
 
 
 def test_threshold_comes_from_validation_not_test() -> None:
@@ -22,7 +23,7 @@ def test_threshold_comes_from_validation_not_test() -> None:
     test_scores = np.array([0.9, 0.5, 0.4, 0.1, -0.2, 0.45])
     test_targets = np.array([1, 1, 1, 0, 0, 0])
     attacks = np.array(["-", "-", "-", "A01", "A05", "A05"])
-    s = evaluation.summarise(val_scores, val_targets, test_scores, test_targets, attacks)
+    s = reporting.summarise(val_scores, val_targets, test_scores, test_targets, attacks)
     eer, test_threshold = metrics.compute_eer(test_scores[:3], test_scores[3:])
     assert s["test_eer"] == pytest.approx(eer)
     _, val_threshold = metrics.compute_eer(val_scores[:3], val_scores[3:])
@@ -34,7 +35,7 @@ def test_threshold_comes_from_validation_not_test() -> None:
     assert set(s["test_per_attack_eer"]) == {"A01", "A05"}
     assert s["test_per_attack_eer"]["A01"] == 0.0
     assert 0 <= s["test_min_dcf"] <= 1 and 0 <= s["test_roc_auc"] <= 1
-    d = evaluation.details(s["threshold"], test_scores, test_targets)
+    d = reporting.details(s["threshold"], test_scores, test_targets)
     (tn, fp), (fn, tp) = d["confusion_matrix"]["matrix"]
     assert tp == int(np.sum((predicted == 1) & (test_targets == 1)))
     assert tn == int(np.sum((predicted == 0) & (test_targets == 0)))
@@ -119,7 +120,7 @@ def test_unseen_attacks_are_listed_and_pooled() -> None:
     test_scores = np.array([0.9, 0.5, 0.4, 0.1, -0.2, 0.45, 0.95])
     test_targets = np.array([1, 1, 1, 0, 0, 0, 0])
     attacks = np.array(["-", "-", "-", "A01", "A05", "A05", "A06"])
-    s = evaluation.summarise(
+    s = reporting.summarise(
         val_scores,
         val_targets,
         test_scores,
@@ -132,7 +133,7 @@ def test_unseen_attacks_are_listed_and_pooled() -> None:
     assert s["test_eer_unseen_attacks"] == pytest.approx(
         metrics.compute_eer(test_scores[:3], unseen)[0]
     )
-    seen_only = evaluation.summarise(
+    seen_only = reporting.summarise(
         val_scores, val_targets, test_scores, test_targets, attacks, train_attacks=attacks
     )
     assert seen_only["test_unseen_attacks"] == []
@@ -152,11 +153,11 @@ def test_baseline_numbers_and_comparison_line(tmp_path: Path) -> None:
         "baseline_lfcc_gmm_test_eer": None,
         "baseline_lfcc_gmm_test_min_dcf": None,
     }
-    line = evaluation.comparison({"test_eer": 0.1, "test_min_dcf": 0.3, **numbers})
+    line = reporting.comparison({"test_eer": 0.1, "test_min_dcf": 0.3, **numbers})
     assert line == (
         "CNN test EER 10.00%, minDCF 0.3000; LFCC-GMM baseline test EER 25.00%, minDCF 0.5000"
     )
-    assert "not run" in evaluation.comparison({"test_eer": 0.1, "test_min_dcf": 0.3})
+    assert "not run" in reporting.comparison({"test_eer": 0.1, "test_min_dcf": 0.3})
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_gate_never_compares_eers_of_different_test_data() -> None:
 def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     from conftest import PROJECT
     from deepfake_audio import models
-    from deepfake_audio.params import parse_params
+    from deepfake_audio.core.params import parse_params
 
     params = {"features": {"clip_seconds": 0.5, "n_mels": 16}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from conftest import free_port
-from deepfake_audio import dataset, server
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.params import parse_params
+from deepfake_audio.ops import server
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import dataset
 
 pytestmark = pytest.mark.slow
 
@@ -398,7 +399,7 @@ def test_ctrl_c_stops_every_tuner_process_and_the_search_resumes(
 def test_tuner_processes_end_with_a_launcher_killed_outright(tmp_path: Path) -> None:
     """kill -9 of the launcher runs no clean-up; its chief and workers end themselves."""
     role = (
-        "from deepfake_audio import tuning; tuning._die_with_launcher(); import time; "
+        "from deepfake_audio.stages import tune; tune._die_with_launcher(); import time; "
         "print('ready', flush=True); time.sleep(600)"
     )
     launcher = (
@@ -429,8 +430,8 @@ def test_tuner_processes_end_with_a_launcher_killed_outright(tmp_path: Path) -> 
 def test_corrupted_tuner_state_is_one_line_with_the_way_out(
     tmp_path: Path, mlflow_server: str
 ) -> None:
-    from deepfake_audio import tuning
-    from deepfake_audio.errors import UserError
+    from deepfake_audio.core.errors import UserError
+    from deepfake_audio.stages import tune as tuning
 
     params_path, raw = _setup(tmp_path, {"max_trials": 1, "epochs": 1})
     cmd, env = _tune_cmd(tmp_path, params_path), _env(mlflow_server)

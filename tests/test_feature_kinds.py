@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_audio import dataset
-from deepfake_audio.errors import UserError
-from deepfake_audio.images import write_demo_images
-from deepfake_audio.params import ParamsError, parse_params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.images import write_demo_images
+from deepfake_audio.core.params import ParamsError, parse_params
+from deepfake_audio.core.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import dataset
 
 
 def _demo(kind: str, **features: object):
@@ -30,7 +31,7 @@ def _demo(kind: str, **features: object):
 def test_lfcc_dataset_has_coefficients_and_deltas(tmp_path: Path) -> None:
     params = _demo("lfcc")
     dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
-    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    data = SpectrogramDataset(tmp_path / "spec")
     n_frames = 1 + 8000 // 160
     assert data.feature_shape == (60, n_frames)
     assert data.input_shape == (60, n_frames, 1)
@@ -67,7 +68,7 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
     assert {c.label for c in clips if "/REAL/" in c.path} == {"bonafide"}
     summary = dataset.build(params, clips, tmp_path / "spec", tmp_path / "reports")
     assert summary["clips"] == 24 and summary["per_split"]["test"] == {"bonafide": 3, "spoof": 3}
-    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    data = SpectrogramDataset(tmp_path / "spec")
     assert data.input_shape == (224, 224, 3)
     assert data.norm_axis == 3 and data.mean.shape == (3,)
     assert np.all((data.mean > 0) & (data.mean < 1)), "pixels are rescaled to [0, 1]"
@@ -99,7 +100,7 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
 def test_image_size_param_and_source_kind_agreement(tmp_path: Path) -> None:
     params = _images(tmp_path, image_size=[64, 96])
     dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
-    assert dataset.SpectrogramDataset(tmp_path / "spec").input_shape == (64, 96, 3)
+    assert SpectrogramDataset(tmp_path / "spec").input_shape == (64, 96, 3)
     with pytest.raises(ParamsError, match="features.kind: 'logmel' does not fit data.source"):
         parse_params({"data": {"source": "images", "path": "x"}})
     with pytest.raises(ParamsError, match="features.image_size: .* is not \\[height, width\\]"):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepfake_audio import dataset
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import ParamsError, parse_params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import ParamsError, parse_params
+from deepfake_audio.core.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
 from deepfake_audio.sources.folders import assign_splits, group_files
+from deepfake_audio.stages import dataset
 
 
 def _tone(seed: int, seconds: float = 0.4, sr: int = 16000) -> np.ndarray:
@@ -87,7 +88,7 @@ def test_flat_layout_builds_a_dataset_with_every_clip(tmp_path: Path) -> None:
     params = _params(_flat_by_prefix(tmp_path / "corpus"))
     summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
     assert summary["clips"] == 96 and summary["rejected"] == 0
-    data = dataset.SpectrogramDataset(tmp_path / "spec")
+    data = SpectrogramDataset(tmp_path / "spec")
     paths = [p for split in ("train", "validation", "test") for p in data.manifest(split)["path"]]
     assert len(paths) == len(set(paths)) == 96
 

@@ -57,7 +57,7 @@ def test_mixed_precision_keeps_a_float32_logit_and_normalises_inside() -> None:
 def test_search_space_declares_the_notebook_hyperparameters() -> None:
     import keras_tuner as kt
 
-    from deepfake_audio.params import parse_params
+    from deepfake_audio.core.params import parse_params
 
     params = parse_params(None)
     hp = kt.HyperParameters()
@@ -77,7 +77,7 @@ def test_search_space_declares_the_notebook_hyperparameters() -> None:
 
 
 def test_missing_or_corrupt_model_file_is_a_one_line_error(tmp_path) -> None:
-    from deepfake_audio.errors import UserError
+    from deepfake_audio.core.errors import UserError
 
     with pytest.raises(UserError, match="model file not found"):
         models.load(tmp_path / "none.keras")

@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from conftest import free_port
-from deepfake_audio import dataset
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.params import parse_params
 from deepfake_audio.sources import list_clips
+from deepfake_audio.stages import dataset
 
 pytestmark = pytest.mark.slow
 

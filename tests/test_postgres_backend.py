@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from deepfake_audio import server
+from deepfake_audio.ops import server
 
 pytestmark = pytest.mark.slow
 
@@ -133,8 +133,10 @@ def test_mlflow_on_postgresql_keeps_runs_models_and_aliases(
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    from deepfake_audio import models, registry, tracking
-    from deepfake_audio.params import parse_params
+    from deepfake_audio import models
+    from deepfake_audio.core.params import parse_params
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import register as registry
 
     root, port = tmp_path / "store", free_port()
     url = _start(root, port, postgres)

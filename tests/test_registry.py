@@ -6,7 +6,7 @@ import threading
 
 from mlflow.tracking import MlflowClient
 
-from deepfake_audio import registry
+from deepfake_audio.stages import register as registry
 
 
 def test_parallel_registers_setting_one_alias_all_succeed(mlflow_server: str) -> None:

@@ -30,7 +30,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 def test_tensorflow_starts_without_log_noise() -> None:
     proc = _python(
         """
-        from deepfake_audio.runtime import configure, import_tensorflow
+        from deepfake_audio.ops.runtime import configure, import_tensorflow
         import_tensorflow()
         info = configure(0)
         print(info["device"], info["precision_policy"])
@@ -49,7 +49,7 @@ def test_mixed_precision_model_trains_under_mirrored_strategy() -> None:
     proc = _python(
         """
         import numpy as np
-        from deepfake_audio.runtime import configure, import_tensorflow
+        from deepfake_audio.ops.runtime import configure, import_tensorflow
         tf = import_tensorflow()
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -26,7 +26,8 @@ import soundfile as sf
 import yaml
 
 from conftest import free_port
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.features import clip_features
+from deepfake_audio.core.params import parse_params
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
@@ -82,7 +83,12 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Served:
     import mlflow
 
-    from deepfake_audio import audio, dataset, models, registry, serving, tracking
+    from deepfake_audio import models
+    from deepfake_audio.core import audio
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.serving import pyfunc as serving
+    from deepfake_audio.stages import dataset
+    from deepfake_audio.stages import register as registry
 
     root = tmp_path_factory.mktemp("serving")
     tag = uuid.uuid4().hex[:8]
@@ -134,7 +140,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     n, hop = fp.n_samples, fp.n_samples // 2
     assert wave.size == 3 * n
     starts = [0, hop, 2 * hop, 3 * hop, 4 * hop]
-    windows = np.stack([dataset.clip_features(wave[a : a + n], fp) for a in starts])
+    windows = np.stack([clip_features(wave[a : a + n], fp) for a in starts])
     np.testing.assert_array_equal(windows[2], dataset.file_features(s.files["long"], fp)[0])
     s.logits["long"] = logit(windows)
     assert len({round(v, 6) for v in s.logits.values()}) == 3, s.logits
@@ -369,7 +375,7 @@ def test_predict_cli_uses_the_champion_and_reports_bad_files(
 def test_promote_refuses_worse_then_rolls_back_with_force(
     served: Served, mlflow_server: str
 ) -> None:
-    from deepfake_audio import registry
+    from deepfake_audio.stages import register as registry
 
     summary = {"test_eer": 0.2, "test_min_dcf": 0.4, "threshold": served.threshold}
     result = registry.register(served.params, served.run_info, summary)
@@ -393,7 +399,7 @@ def test_promote_refuses_worse_then_rolls_back_with_force(
 
 
 def test_sliding_windows_cover_the_recording_and_pad_short_ones() -> None:
-    from deepfake_audio.audio import fix_length, sliding_windows
+    from deepfake_audio.core.audio import fix_length, sliding_windows
 
     wave = np.arange(10, dtype=np.float32)
     starts = [int(w[0]) for w in sliding_windows(wave, 4, 2)]
@@ -414,8 +420,11 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
     import mlflow
     import pandas as pd
 
-    from deepfake_audio import dataset, models, serving, tracking
-    from deepfake_audio.images import write_demo_images
+    from deepfake_audio import models
+    from deepfake_audio.core.images import write_demo_images
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.serving import pyfunc as serving
+    from deepfake_audio.stages import dataset
 
     raw = {"data": {"source": "images", "path": str(tmp_path)}}
     raw["features"] = {"kind": "image", "image_size": [32, 32]}

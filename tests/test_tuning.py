@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_audio.params import parse_params
+from deepfake_audio.core.params import parse_params
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,8 @@ def test_a_trial_that_raises_fails_the_search(tmp_path: Path, mlflow_server: str
     import mlflow
     from keras_tuner.errors import FatalError
 
-    from deepfake_audio import tracking, tuning
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import tune as tuning
 
     params = parse_params({"tune": {"max_trials": 3, "objective": "val_accuracy"}})
     tracking.connect("tuning-failure")
@@ -63,7 +64,8 @@ def test_a_trial_that_raises_fails_the_search(tmp_path: Path, mlflow_server: str
 def test_trials_are_child_runs_and_a_search_resumes(tmp_path: Path, mlflow_server: str) -> None:
     import mlflow
 
-    from deepfake_audio import tracking, tuning
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import tune as tuning
 
     tracking.connect("tuning-resume")
     x, y = _data()
@@ -97,7 +99,7 @@ def test_trials_are_child_runs_and_a_search_resumes(tmp_path: Path, mlflow_serve
     assert all(r.info.status == "FINISHED" and "units" in r.data.params for r in first)
     assert all(client.get_metric_history(r.info.run_id, "val_loss") for r in first)
     # A trial run left RUNNING by a killed stage is closed as KILLED on resume.
-    from deepfake_audio.tuning import mark_interrupted_trials
+    from deepfake_audio.stages.tune import mark_interrupted_trials
 
     parent_id = first[0].data.tags["mlflow.parentRunId"]
     orphan = client.create_run(experiment.experiment_id, tags={"mlflow.parentRunId": parent_id})

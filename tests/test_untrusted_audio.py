@@ -26,10 +26,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepfake_audio import audio
-from deepfake_audio.audio import AudioError, decode, load_clip, load_wave
-from deepfake_audio.dataset import BadFile, file_features
-from deepfake_audio.params import parse_params
+from deepfake_audio.core import audio
+from deepfake_audio.core.audio import AudioError, decode, load_clip, load_wave
+from deepfake_audio.core.params import parse_params
+from deepfake_audio.stages.dataset import BadFile, file_features
 
 FUZZ = settings(
     max_examples=150,

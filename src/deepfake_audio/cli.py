@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from deepfake_audio import __version__
-from deepfake_audio.errors import UserError
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.io import read_json
 
 DATASET = Path("data/spectrograms")
 REPORTS = Path("reports")
@@ -30,13 +31,13 @@ TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
 
 
 def _params(args: argparse.Namespace):
-    from deepfake_audio.params import load_params
+    from deepfake_audio.core.params import load_params
 
     return load_params(args.params)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from deepfake_audio import server
+    from deepfake_audio.ops import server
 
     root = Path(args.root)
     if args.action == "start":
@@ -58,8 +59,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from deepfake_audio import dataset
     from deepfake_audio.sources import list_clips
+    from deepfake_audio.stages import dataset
 
     params = _params(args)
     clips = list_clips(params)
@@ -69,7 +70,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from deepfake_audio import baseline
+    from deepfake_audio.stages import baseline
 
     params = _params(args)
     report = baseline.run(params, Path(args.dataset), Path(args.out))
@@ -84,7 +85,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from deepfake_audio import tuning
+    from deepfake_audio.stages import tune as tuning
 
     params = _params(args)
     result = tuning.run(
@@ -96,7 +97,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from deepfake_audio import training
+    from deepfake_audio.stages import train as training
 
     params = _params(args)
     training.run(
@@ -106,7 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepfake_audio import evaluation
+    from deepfake_audio.core import reporting
+    from deepfake_audio.stages import evaluate as evaluation
 
     params = _params(args)
     summary = evaluation.run(
@@ -120,16 +122,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     note = " (synthetic demo corpus)" if summary.get("synthetic_demo_corpus") else ""
     print(f"test EER: {summary['test_eer']:.2%}{note}")
-    print(evaluation.comparison(summary))
+    print(reporting.comparison(summary))
     return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from deepfake_audio import registry, tracking
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import register as registry
 
     params = _params(args)
-    run_info = tracking.read_json(Path(args.run_info), "the training run")
-    summary = tracking.read_json(Path(args.metrics), "the evaluation metrics")
+    run_info = read_json(Path(args.run_info), "the training run")
+    summary = read_json(Path(args.metrics), "the evaluation metrics")
     tracking.connect(params.mlflow.experiment_name)
     result = registry.register(params, run_info, summary)
     registry.write_report(Path(args.out), result)
@@ -141,7 +144,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from deepfake_audio import registry, tracking
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import register as registry
 
     params = _params(args)
     tracking.connect(params.mlflow.experiment_name)
@@ -150,7 +154,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from deepfake_audio import prediction
+    from deepfake_audio.serving import predict as prediction
 
     params = _params(args)
     return prediction.run(params, args.inputs, args.model, args.format)
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in TENSORFLOW_COMMANDS:
-            from deepfake_audio.runtime import import_tensorflow
+            from deepfake_audio.ops.runtime import import_tensorflow
 
             import_tensorflow()  # first, and quietly: no C++ start-up noise in the logs
         return args.func(args)
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         # A tracking server that went away mid-stage: one line, not MLflow's traceback.
-        from deepfake_audio import tracking
+        from deepfake_audio.ops import tracking
 
         if not tracking.is_unreachable(exc):
             raise

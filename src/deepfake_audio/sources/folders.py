@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import Params
 from deepfake_audio.sources import SPLITS, Clip
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif")

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from deepfake_audio.metrics import compute_eer
+from deepfake_audio.core.metrics import compute_eer
 
 
 def validation_eer(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -90,7 +90,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         except (AttributeError, TypeError, ValueError):
             pass
         if metrics:
-            from deepfake_audio import tracking
+            from deepfake_audio.ops import tracking
 
             now = int(time.time() * 1000)
             step = self.state["step"]

@@ -1,6 +1,6 @@
-"""Writing and reading the versioned spectrogram dataset (`data/spectrograms/`).
+"""The dataset stage: decode every clip once, compute its features, write the versioned shards.
 
-Layout, one folder that DVC versions as a whole:
+Output layout (`data/spectrograms/`, read back by `core.shards.SpectrogramDataset`):
 
     manifest_<split>.csv     one row per clip: where it came from, its label, its shard row
     <split>-<NNNNN>.npy      float16 feature shards, shape (clips, *feature_shape):
@@ -10,8 +10,7 @@ Layout, one folder that DVC versions as a whole:
                              (per mel bin / coefficient, or per colour channel)
 
 Features are computed once here, in worker processes, and streamed to shards
-of bounded size, so memory stays flat however many clips there are. Training
-reads the shards back through `tf.data` (see `tf_dataset`).
+of bounded size, so memory stays flat however many clips there are.
 """
 
 from __future__ import annotations
@@ -35,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import FeaturesParams, Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.features import clip_features
+from deepfake_audio.core.io import replacing, write_dict_rows, write_json
+from deepfake_audio.core.params import FeaturesParams, Params
 from deepfake_audio.sources import LABELS, SPLITS, Clip
 
 MANIFEST_COLUMNS = (
@@ -65,44 +66,12 @@ class _Job:
     features: FeaturesParams
 
 
-# Splits up to this size (float16, as stored) are held in memory by `tf_dataset`: ASVspoof
-# 2019 LA's training set at the default log-mel settings is ~650 MB, the demo's ~10 MB.
-IN_MEMORY_BYTES = 1 << 30
-
 # Set by `extraction_pool` for the lifetime of its pool (the workers are forked from it).
 _JOB: _Job | None = None
 
 
 class BadFile(Exception):
     """A clip the stage cannot use; its message is the one-line reason."""
-
-
-def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
-    """The one audio feature transform, shared by the dataset stage and serving."""
-    from deepfake_audio import features
-
-    if fp.kind == "lfcc":
-        return features.lfcc(
-            wave,
-            sample_rate=fp.sample_rate,
-            n_fft=fp.n_fft,
-            win_length=fp.lfcc.win_length,
-            hop_length=fp.lfcc.hop_length,
-            n_filters=fp.lfcc.n_filters,
-            n_coeffs=fp.lfcc.n_coeffs,
-            fmin=fp.fmin,
-            fmax=fp.fmax,
-        )
-    return features.log_mel_spectrogram(
-        wave,
-        sample_rate=fp.sample_rate,
-        n_fft=fp.n_fft,
-        win_length=fp.win_length,
-        hop_length=fp.hop_length,
-        n_mels=fp.n_mels,
-        fmin=fp.fmin,
-        fmax=fp.fmax,
-    )
 
 
 def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str, Any]]:
@@ -117,7 +86,7 @@ def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str,
         raise BadFile(f"{path}: cannot read ({exc.strerror})") from None
     sha = hashlib.sha256(raw).hexdigest()
     if fp.kind == "image":
-        from deepfake_audio.images import ImageError, load_image
+        from deepfake_audio.core.images import ImageError, load_image
 
         try:
             image, _ = load_image(path, fp.image_size)
@@ -125,7 +94,7 @@ def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str,
             raise BadFile(str(exc)) from None
         return image, {"duration_s": "", "sample_rate": "", "sha256": sha}
 
-    from deepfake_audio.audio import AudioError, condition, decode, fix_length
+    from deepfake_audio.core.audio import AudioError, condition, decode, fix_length
 
     n_samples = int(round(fp.clip_seconds * fp.sample_rate))
     try:
@@ -213,10 +182,10 @@ def extraction_pool(
     global _JOB
     # Import what the workers run before forking them, so each worker inherits it instead of
     # importing it again on its first clip (a fixed cost that dominated small datasets).
-    from deepfake_audio import audio, features  # noqa: F401
+    from deepfake_audio.core import features  # noqa: F401
 
     if fp.kind == "image":
-        from deepfake_audio import images  # noqa: F401
+        from deepfake_audio.core import images  # noqa: F401
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
@@ -317,10 +286,8 @@ class _ShardWriter:
         if not self.buffer:
             return
         path = self.out / f"{self.split}-{self.shard:05d}.npy"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
+        with replacing(path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, np.stack(self.buffer))
-        tmp.replace(path)
         self.buffer = []
         self.shard += 1
 
@@ -482,16 +449,10 @@ def _write_reports(
     fp: FeaturesParams,
     seconds: float,
 ) -> dict[str, Any]:
-    from deepfake_audio.tracking import write_json
 
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
-    tmp = reports / ".bad_files.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=("path", "split", "reason"))
-        writer.writeheader()
-        writer.writerows(bad)
-    tmp.replace(reports / "bad_files.csv")
+    write_dict_rows(reports / "bad_files.csv", ("path", "split", "reason"), bad)
     kept = sum(sum(c.values()) for c in counts.values())
     summary: dict[str, Any] = {"clips": kept, "rejected": len(bad)}
     if fp.kind != "image":
@@ -517,129 +478,3 @@ def _reason_kind(reason: str) -> str:
 
 
 # --- reading -----------------------------------------------------------------
-
-
-class SpectrogramDataset:
-    """Read access to a built dataset: manifests, shapes, stats and tf.data pipelines."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        stats_path = self.root / "stats.json"
-        if not stats_path.exists():
-            raise UserError(
-                f"{self.root}: not a spectrogram dataset (no stats.json); run `dvc repro dataset`"
-            )
-        self.meta: dict[str, Any] = json.loads(stats_path.read_text())
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.meta["input_shape"])  # type: ignore[return-value]
-
-    @property
-    def feature_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta.get("feature_shape", self.meta["input_shape"][:2]))
-
-    @property
-    def norm_axis(self) -> int:
-        """The model-input axis the normalisation statistics run along."""
-        return int(self.meta["normalisation"].get("axis", 1))
-
-    @property
-    def mean(self) -> np.ndarray:
-        return np.asarray(self.meta["normalisation"]["mean"], dtype=np.float32)
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.asarray(self.meta["normalisation"]["std"], dtype=np.float32)
-
-    def manifest(self, split: str):  # -> pandas.DataFrame
-        import pandas as pd
-
-        return pd.read_csv(self.root / f"manifest_{split}.csv", keep_default_na=False)
-
-    def labels(self, split: str) -> np.ndarray:
-        return self.manifest(split)["target"].to_numpy(dtype=np.float32)
-
-    def shards(self, split: str) -> list[Path]:
-        return sorted(self.root.glob(f"{split}-*.npy"))
-
-    def iter_shards(
-        self, split: str, order: np.ndarray | None = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(features, targets) one shard at a time; memory is one shard, not the split."""
-        manifest = self.manifest(split).sort_values(["shard", "row"])
-        targets = {
-            int(shard): rows.to_numpy(dtype=np.float32)
-            for shard, rows in manifest.groupby("shard")["target"]
-        }
-        shards = self.shards(split)
-        for i in order if order is not None else range(len(shards)):
-            x = np.load(shards[i], allow_pickle=False)  # a shard is plain float16, never objects
-            y = targets.get(int(i), np.empty(0, dtype=np.float32))
-            if len(y) != len(x):
-                raise UserError(f"{shards[i]}: {len(x)} clips but the manifest lists {len(y)}")
-            yield x, y
-
-    def tf_dataset(
-        self,
-        split: str,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        in_memory_bytes: int = IN_MEMORY_BYTES,
-    ):
-        """A tf.data pipeline of (float32 features, target) batches, reshuffled every epoch.
-
-        A split of at most `in_memory_bytes` (float16, as stored) is read once and kept in
-        memory; every epoch is then a fresh permutation of the whole split, gathered a batch
-        at a time. That removes the per-epoch re-read and shuffle-buffer fill that made the
-        first batch of each epoch wait for the whole split (most of an epoch on small
-        datasets). A larger split streams shard by shard with a bounded shuffle buffer, so
-        memory stays flat. Without `shuffle` both yield the clips in shard, row order; with
-        it, the same seed gives the same sequence of epochs.
-        """
-        import tensorflow as tf
-
-        feature_shape, input_shape = self.feature_shape, self.input_shape
-        n_clips = len(self.manifest(split))
-        clip_bytes = 2 * int(np.prod(feature_shape))
-
-        def reshape(x, y):
-            return tf.reshape(tf.cast(x, tf.float32), (-1, *input_shape)), y
-
-        if n_clips * clip_bytes <= in_memory_bytes:
-            parts = list(self.iter_shards(split))
-            x = tf.constant(np.concatenate([p[0] for p in parts]))
-            y = tf.constant(np.concatenate([p[1] for p in parts]))
-            # Only the indices go through tf.data; each batch is one gather, in TensorFlow,
-            # with no Python generator (whose start-up cost every epoch's iterator paid).
-            ds = tf.data.Dataset.range(n_clips)
-            if shuffle:
-                ds = ds.shuffle(n_clips, seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(batch_size).map(lambda i: reshape(tf.gather(x, i), tf.gather(y, i)))
-            return ds.prefetch(tf.data.AUTOTUNE)
-
-        epoch = {"n": 0}
-
-        def shards() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            order = None
-            if shuffle:
-                rng = np.random.default_rng([seed, epoch["n"]])
-                order = rng.permutation(len(self.shards(split)))
-                epoch["n"] += 1
-            yield from self.iter_shards(split, order)
-
-        signature = (
-            tf.TensorSpec(shape=(None, *feature_shape), dtype=tf.float16),
-            tf.TensorSpec(shape=(None,), dtype=tf.float32),
-        )
-        ds = tf.data.Dataset.from_generator(shards, output_signature=signature).unbatch()
-        # A generator has unknown length; stating it lets Keras size every epoch
-        # up front instead of discovering the end by running out of data.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n_clips))
-        if shuffle:
-            # Up to 4096 clips, but no more than ~256 MB of them (224x224 RGB is 300 kB).
-            buffer = int(min(4096, max(256, 256 * 2**20 // clip_bytes)))
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(reshape, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.params import Params
+from deepfake_audio.core.io import read_json, replacing, write_json
+from deepfake_audio.core.params import Params
 
 
 def validation_threshold(model: Any, val: Any, targets: np.ndarray) -> float:
@@ -24,7 +25,7 @@ def validation_threshold(model: Any, val: Any, targets: np.ndarray) -> float:
     Stored with the served model, which labels a clip real above it. Falls back to 0
     (probability 0.5) when the scores carry no ranking; evaluate then says why.
     """
-    from deepfake_audio.metrics import compute_eer
+    from deepfake_audio.core.metrics import compute_eer
 
     scores = np.asarray(model.predict(val, verbose=0), dtype=np.float64).ravel()
     targets = np.asarray(targets)
@@ -40,11 +41,13 @@ def run(
 ) -> dict[str, Any]:
     import mlflow
 
-    from deepfake_audio import models, runtime, serving, tracking
-    from deepfake_audio.callbacks import MlflowEpochLogger, standard_callbacks
-    from deepfake_audio.dataset import SpectrogramDataset
+    from deepfake_audio import models
+    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.ops import runtime, tracking
+    from deepfake_audio.serving import pyfunc as serving
+    from deepfake_audio.stages.callbacks import MlflowEpochLogger, standard_callbacks
 
-    best = tracking.read_json(hparams_path, "best hyperparameters")
+    best = read_json(hparams_path, "best hyperparameters")
     tracking.connect(params.mlflow.experiment_name)
     device = runtime.configure(params.seed)
     data = SpectrogramDataset(dataset_dir)
@@ -93,10 +96,8 @@ def run(
         mlflow.log_metric("epochs_run", epochs_run)
 
         model_path = Path(model_path)
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = model_path.with_name(".tmp-" + model_path.name)  # Keras wants the .keras suffix
-        model.save(tmp)
-        tmp.replace(model_path)
+        with replacing(model_path, keep_suffix=True) as tmp:  # Keras wants the .keras suffix
+            model.save(tmp)
 
         # The registered model: raw audio in, fake probability out, with the features this
         # model was trained with and the validation threshold (see serving.py).
@@ -120,7 +121,7 @@ def run(
             "epochs_run": epochs_run,
             "tracking_uri": tracking.tracking_uri(),
         }
-        tracking.write_json(run_info_path, result)
+        write_json(run_info_path, result)
     print(
         f"trained {params.model.architecture} for {epochs_run} epochs; run {run_id}",
         file=sys.stderr,

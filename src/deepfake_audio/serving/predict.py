@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import Params
 from deepfake_audio.sources.folders import AUDIO_SUFFIXES
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
@@ -48,7 +48,7 @@ def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> lis
 
 
 def _keras_detector(model: Any, params: Params, threshold: float) -> Any:
-    from deepfake_audio import serving
+    from deepfake_audio.serving import pyfunc as serving
 
     config = serving.make_config(params.section("features"), threshold)
     try:
@@ -85,7 +85,7 @@ def load_model(params: Params, uri: str | None) -> tuple[Scorer, str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from deepfake_audio import tracking
+    from deepfake_audio.ops import tracking
 
     tracking.connect(params.mlflow.experiment_name)
     try:
@@ -132,7 +132,7 @@ def run(params: Params, inputs: list[str], model_uri: str | None, fmt: str) -> i
             raise UserError(f"{item}: no such file or directory")
     scorer, kind, _ = load_model(params, model_uri)
     if kind == "image":
-        from deepfake_audio.images import IMAGE_SUFFIXES
+        from deepfake_audio.core.images import IMAGE_SUFFIXES
 
         files = expand(inputs, IMAGE_SUFFIXES)
     else:

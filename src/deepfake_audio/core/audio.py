@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from deepfake_audio.errors import UserError
+from deepfake_audio.core.errors import UserError
 
 __all__ = [
     "MAX_SECONDS",

@@ -27,7 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepfake_audio.errors import UserError
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.io import write_text
 
 DEFAULT_PORT = 5000
 DEFAULT_HOST = "127.0.0.1"
@@ -182,9 +183,7 @@ def start(
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the shell that started it, and Ctrl-C there
         )
-    tmp = files.pid.with_suffix(".pid.tmp")
-    tmp.write_text(f"{process.pid}\n")
-    tmp.replace(files.pid)
+    write_text(files.pid, f"{process.pid}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -16,15 +16,16 @@ histograms per class) and the same as PNG figures, logged to MLflow under
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepfake_audio import metrics
-from deepfake_audio.params import Params
+from deepfake_audio.core import metrics
+from deepfake_audio.core.io import read_json, replacing, write_csv, write_json
+from deepfake_audio.core.params import Params
+from deepfake_audio.core.reporting import BASELINE_METRICS_KEYS, details, summarise
 
 # DET rates are clipped to [DET_CLIP, 1 - DET_CLIP] before the probit: 0 and 1 map to
 # -3.72 / +3.72 normal deviates (0.01 % / 99.99 %) instead of infinities.
@@ -38,89 +39,6 @@ def scores_for(model: Any, data: Any, split: str, batch_size: int) -> np.ndarray
     """Bona fide logits for a split, in manifest order."""
     ds = data.tf_dataset(split, batch_size)
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float64).ravel()
-
-
-def summarise(
-    val_scores: np.ndarray,
-    val_targets: np.ndarray,
-    test_scores: np.ndarray,
-    test_targets: np.ndarray,
-    test_attacks: np.ndarray,
-    train_attacks: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """All reported numbers from scores alone (pure numpy, so tests need no model).
-
-    With `train_attacks`, the attacks of the test split that training never saw are listed
-    (``test_unseen_attacks``) and their spoofs pooled into ``test_eer_unseen_attacks``.
-    """
-    bona, spoof = test_scores[test_targets == 1], test_scores[test_targets == 0]
-    eer, eer_threshold = metrics.compute_eer(bona, spoof)
-    val_eer, threshold = metrics.compute_eer(
-        val_scores[val_targets == 1], val_scores[val_targets == 0]
-    )
-    report = metrics.binary_report(test_targets, test_scores, threshold)
-    notebook_report = metrics.binary_report(test_targets, test_scores, eer_threshold)
-    min_dcf, _ = metrics.min_dcf(bona, spoof)
-    per_attack = {}
-    known = set(test_attacks[test_targets == 0]) - {"-", ""}  # "-": the source names no attack
-    for attack in sorted(known):
-        attack_spoof = test_scores[(test_targets == 0) & (test_attacks == attack)]
-        try:
-            per_attack[attack] = round(metrics.compute_eer(bona, attack_spoof)[0], 6)
-        except ValueError:
-            continue
-    unseen: dict[str, Any] = {}
-    if train_attacks is not None:
-        names = sorted(known - set(np.asarray(train_attacks).astype(str)))
-        unseen["test_unseen_attacks"] = names
-        pooled = test_scores[(test_targets == 0) & np.isin(test_attacks, names)]
-        if names:
-            try:
-                unseen["test_eer_unseen_attacks"] = round(metrics.compute_eer(bona, pooled)[0], 6)
-            except ValueError:
-                pass
-    return {
-        "test_eer": round(eer, 6),
-        "test_min_dcf": round(min_dcf, 6),
-        "test_roc_auc": round(metrics.roc_auc(bona, spoof), 6),
-        "threshold": round(float(threshold), 6),
-        "validation_eer": round(val_eer, 6),
-        "test_accuracy": round(report["accuracy"], 6),
-        "test_precision_bonafide": round(report["bonafide"]["precision"], 6),
-        "test_recall_bonafide": round(report["bonafide"]["recall"], 6),
-        "test_f1_macro": round(report["macro"]["f1"], 6),
-        "test_per_attack_eer": per_attack,
-        **unseen,
-        "notebook_style": {
-            # threshold picked on the test set itself, as the notebook did (optimistic)
-            "threshold": round(float(eer_threshold), 6),
-            "test_accuracy": round(notebook_report["accuracy"], 6),
-        },
-        "test_clips": {"bonafide": int(bona.size), "spoof": int(spoof.size)},
-    }
-
-
-def details(
-    val_threshold: float, test_scores: np.ndarray, test_targets: np.ndarray
-) -> dict[str, Any]:
-    """The classification report and confusion matrix: not DVC metrics, but logged and kept."""
-    report = metrics.binary_report(test_targets, test_scores, val_threshold)
-    _, test_threshold = metrics.compute_eer(
-        test_scores[test_targets == 1], test_scores[test_targets == 0]
-    )
-    return {
-        "classification_report": report,
-        "confusion_matrix": {
-            "rows_true_cols_predicted": ["spoof", "bonafide"],
-            "matrix": report["confusion_matrix"],
-        },
-        "notebook_style": {
-            "note": "threshold picked on the test set itself, as the notebook did (optimistic)",
-            "classification_report": metrics.binary_report(
-                test_targets, test_scores, test_threshold
-            ),
-        },
-    }
 
 
 def probit(rates: np.ndarray) -> np.ndarray:
@@ -148,16 +66,6 @@ def score_histogram(
         counts, _ = np.histogram(values, bins=edges)
         shares[name] = counts / max(values.size, 1)
     return edges, (edges[:-1] + edges[1:]) / 2.0, shares
-
-
-def _write_csv(path: Path, header: tuple[str, ...], rows: Any) -> Path:
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
 
 
 def write_plots(
@@ -206,7 +114,7 @@ def write_plots(
             ),
         ),
     }
-    return [_write_csv(plots / name, header, rows) for name, (header, rows) in tables.items()]
+    return [write_csv(plots / name, header, rows) for name, (header, rows) in tables.items()]
 
 
 def _percent(rate: float) -> str:
@@ -238,9 +146,8 @@ def write_figures(
         FigureCanvasAgg(fig)
         fig.tight_layout()
         path = out / name
-        tmp = path.with_name(".tmp-" + name)
-        fig.savefig(tmp, format="png", dpi=110)
-        tmp.replace(path)
+        with replacing(path, keep_suffix=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
         written.append(path)
 
     fpr, tpr, _ = metrics.roc_curve_points(bona, spoof)
@@ -318,11 +225,8 @@ def write_figures(
 
 def baseline_numbers(baseline_path: Path | None) -> dict[str, Any]:
     """The baseline's keys for reports/metrics.json (None when skipped or not run)."""
-    from deepfake_audio import tracking
-    from deepfake_audio.baseline import METRICS_KEYS
-
-    report = tracking.read_json(baseline_path, "the baseline") if baseline_path else {}
-    return {key: report.get(source) for key, source in METRICS_KEYS.items()}
+    report = read_json(baseline_path, "the baseline") if baseline_path else {}
+    return {key: report.get(source) for key, source in BASELINE_METRICS_KEYS.items()}
 
 
 def run(
@@ -338,10 +242,11 @@ def run(
 
     import mlflow
 
-    from deepfake_audio import models, runtime, tracking
-    from deepfake_audio.dataset import SpectrogramDataset
+    from deepfake_audio import models
+    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.ops import runtime, tracking
 
-    run_info = tracking.read_json(run_info_path, "the training run")
+    run_info = read_json(run_info_path, "the training run")
     baseline = baseline_numbers(baseline_path)
     tracking.connect(params.mlflow.experiment_name)
     runtime.configure(params.seed)
@@ -362,9 +267,9 @@ def run(
     )
     summary["synthetic_demo_corpus"] = params.data.source == "demo"
     summary.update(baseline)
-    tracking.write_json(metrics_path, summary)
+    write_json(metrics_path, summary)
     detail_path = Path(metrics_path).with_name("evaluation.json")
-    tracking.write_json(detail_path, details(summary["threshold"], test_scores, test_targets))
+    write_json(detail_path, details(summary["threshold"], test_scores, test_targets))
     written = write_plots(plots, test_scores, test_targets, summary["threshold"])
 
     flat = {
@@ -388,14 +293,3 @@ def run(
         file=sys.stderr,
     )
     return summary
-
-
-def comparison(summary: dict[str, Any]) -> str:
-    """One line: the CNN's test EER and minDCF next to the LFCC-GMM baseline's."""
-    cnn = f"CNN test EER {summary['test_eer']:.2%}, minDCF {summary['test_min_dcf']:.4f}"
-    eer = summary.get("baseline_lfcc_gmm_test_eer")
-    if eer is None:
-        return f"{cnn}; LFCC-GMM baseline: not run (see reports/baseline.json)"
-    dcf = summary.get("baseline_lfcc_gmm_test_min_dcf")
-    dcf_text = f"{dcf:.4f}" if dcf is not None else "n/a"
-    return f"{cnn}; LFCC-GMM baseline test EER {eer:.2%}, minDCF {dcf_text}"

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.server import is_healthy
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.ops.server import is_healthy
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -111,24 +111,6 @@ def log_dataset_input(dataset_dir: Path, digest: str, context: str) -> None:
         digest=digest[:36],
     )
     mlflow.log_input(dataset, context=context)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically: a crash never leaves a half-written report behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found ({what}); run the stage that writes it") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def model_requirements() -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from deepfake_audio.errors import UserError
+from deepfake_audio.core.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")

@@ -4,7 +4,7 @@ The CNN's test EER and minDCF are reported next to this one's, so every run show
 CNN stands against the field's standard baseline (ASVspoof 2015-2021) on the same clips:
 
 1. The same clip list as the dataset stage (`deepfake_audio.sources.list_clips`), decoded,
-   cropped and padded the same way, through the same `deepfake_audio.dataset.build`, with
+   cropped and padded the same way, through the same `deepfake_audio.stages.dataset.build`, with
    only ``features.kind`` set to ``lfcc`` (20 coefficients + deltas + double deltas, 20 ms /
    10 ms frames, `features.lfcc.*`). The LFCC shards go to a temporary folder: the stage
    reruns only when the corpus or its params change, and rebuilding them takes seconds.
@@ -23,8 +23,8 @@ CNN stands against the field's standard baseline (ASVspoof 2015-2021) on the sam
    CPU time on the demo corpus, the two classes fitted in parallel).
 4. A clip's score is the mean frame log-likelihood under the bona fide model minus that
    under the spoof model (a log-likelihood ratio: higher = more bona fide, the convention of
-   `deepfake_audio.metrics`), scored on the validation and test splits.
-5. The numbers are those of the evaluate stage (`evaluation.summarise`): test EER, minDCF,
+   `deepfake_audio.core.metrics`), scored on the validation and test splits.
+5. The numbers are those of the evaluate stage (`core.reporting.summarise`): test EER, minDCF,
    ROC AUC, per-attack EER, accuracy at the validation split's EER threshold. They go to
    `reports/baseline.json` (a DVC metrics file; evaluate copies the EER and minDCF into
    `reports/metrics.json`) and to an MLflow run tagged ``stage=baseline`` with the dataset
@@ -49,14 +49,12 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.io import write_json
+from deepfake_audio.core.params import Params
+from deepfake_audio.core.reporting import summarise
+from deepfake_audio.core.shards import SpectrogramDataset
 
-# Keys of reports/metrics.json that carry the baseline's numbers (null when skipped).
-METRICS_KEYS = {
-    "baseline_lfcc_gmm_test_eer": "test_eer",
-    "baseline_lfcc_gmm_test_min_dcf": "test_min_dcf",
-}
 IMAGES_SKIPPED = (
     "data.source is images: spectrogram pictures have no audio to compute LFCC features from"
 )
@@ -74,15 +72,15 @@ def lfcc_params(params: Params) -> Params:
 
 def build_features(params: Params, out: Path) -> Any:
     """LFCC shards of the dataset stage's clips in `out`; returns the `SpectrogramDataset`."""
-    from deepfake_audio import dataset
     from deepfake_audio.sources import list_clips
+    from deepfake_audio.stages import dataset
 
     lfcc = lfcc_params(params)
     clips = list_clips(lfcc)
     out = Path(out)
     # The dataset stage already reported bad files; this copy of its reports is thrown away.
     dataset.build(lfcc, clips, out / "lfcc", out / "reports")
-    return dataset.SpectrogramDataset(out / "lfcc")
+    return SpectrogramDataset(out / "lfcc")
 
 
 def check_same_clips(lfcc: Any, spectrograms: Any) -> None:
@@ -213,12 +211,10 @@ def _ordered_manifest(data: Any, split: str) -> Any:
 
 def evaluate(models: dict[str, Any], data: Any) -> dict[str, Any]:
     """The evaluate stage's numbers for the GMM scores (no notebook-style extras)."""
-    from deepfake_audio import evaluation
-
     val = _ordered_manifest(data, "validation")
     test = _ordered_manifest(data, "test")
     train_attacks = data.manifest("train")["attack"].astype(str).to_numpy()
-    summary = evaluation.summarise(
+    summary = summarise(
         clip_scores(models, data, "validation"),
         val["target"].to_numpy(),
         clip_scores(models, data, "test"),
@@ -232,17 +228,16 @@ def evaluate(models: dict[str, Any], data: Any) -> dict[str, Any]:
 
 def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
     """Build LFCC, fit both GMMs, score, write `out` and log an MLflow run; returns the report."""
-    from deepfake_audio import tracking
+    from deepfake_audio.ops import tracking
 
     if params.data.source == "images":
         report: dict[str, Any] = {"skipped": IMAGES_SKIPPED}
-        tracking.write_json(out, report)
+        write_json(out, report)
         print(f"baseline skipped: {IMAGES_SKIPPED}", file=sys.stderr)
         return report
 
     import mlflow
 
-    from deepfake_audio.dataset import SpectrogramDataset
 
     tracking.connect(params.mlflow.experiment_name)  # fail fast, before any work
     cnn_data = SpectrogramDataset(spectrograms)
@@ -268,7 +263,7 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
             "synthetic_demo_corpus": params.data.source == "demo",
         }
     )
-    tracking.write_json(out, report)
+    write_json(out, report)
 
     flat = {
         k: v for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)

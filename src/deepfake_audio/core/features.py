@@ -75,6 +75,8 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from deepfake_audio.core.params import FeaturesParams
+
 __all__ = [
     "deltas",
     "lfcc",
@@ -411,3 +413,29 @@ def lfcc(
         first = deltas(cepstra)
         cepstra = np.concatenate([cepstra, first, deltas(first)], axis=0)
     return np.ascontiguousarray(cepstra, dtype=np.float32)
+
+
+def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
+    """The one audio feature transform, shared by the dataset stage and serving."""
+    if fp.kind == "lfcc":
+        return lfcc(
+            wave,
+            sample_rate=fp.sample_rate,
+            n_fft=fp.n_fft,
+            win_length=fp.lfcc.win_length,
+            hop_length=fp.lfcc.hop_length,
+            n_filters=fp.lfcc.n_filters,
+            n_coeffs=fp.lfcc.n_coeffs,
+            fmin=fp.fmin,
+            fmax=fp.fmax,
+        )
+    return log_mel_spectrogram(
+        wave,
+        sample_rate=fp.sample_rate,
+        n_fft=fp.n_fft,
+        win_length=fp.win_length,
+        hop_length=fp.hop_length,
+        n_mels=fp.n_mels,
+        fmin=fp.fmin,
+        fmax=fp.fmax,
+    )

@@ -18,7 +18,7 @@ validation. `mlflow models serve -m models:/<name>@champion` and
             error             empty, or the one-line reason the row was not scored
 
 Every row goes through the training code: `audio.load_wave` (decode, mono,
-resample, loudness) and `dataset.clip_features` (log-mel or LFCC), or
+resample, loudness) and `core.features.clip_features` (log-mel or LFCC), or
 `images.load_image`. A recording no longer than the training clip is padded
 as in training; a longer one is cut into windows of the training length every
 half window (the last one aligned with the end), each window is scored, and
@@ -54,7 +54,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from deepfake_audio.params import FeaturesParams, LfccParams
+from deepfake_audio.core.params import FeaturesParams, LfccParams
 
 CONFIG_FORMAT = 1
 KERAS_ARTIFACT = "keras_model"
@@ -192,7 +192,7 @@ class Detector:
 
     def windows(self, column: str, value: Any) -> np.ndarray:
         """Model inputs for one row, shape (windows, *input_shape); `RowError` if unusable."""
-        from deepfake_audio.errors import UserError
+        from deepfake_audio.core.errors import UserError
 
         if _missing(value):
             raise RowError(f"no {column} given")
@@ -202,13 +202,13 @@ class Detector:
         fp = self.features
         try:
             if fp.kind == "image":
-                from deepfake_audio.images import load_image
+                from deepfake_audio.core.images import load_image
 
                 image, _ = load_image(source, fp.image_size)
                 inputs = image[None].astype(np.float32)
             else:
-                from deepfake_audio.audio import load_wave, sliding_windows
-                from deepfake_audio.dataset import clip_features
+                from deepfake_audio.core.audio import load_wave, sliding_windows
+                from deepfake_audio.core.features import clip_features
 
                 wave = load_wave(source, fp.sample_rate)
                 windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)
@@ -276,7 +276,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc: `Detector` built from the logged artifacts."""
 
     def load_context(self, context: Any) -> None:
-        from deepfake_audio import runtime
+        from deepfake_audio.ops import runtime
 
         tf = runtime.import_tensorflow()
         for gpu in tf.config.list_physical_devices("GPU"):
@@ -376,7 +376,7 @@ _MODEL_CODE = """\
 # The deepfake-audio detector (deepfake_audio/serving.py, shipped next to this file).
 import mlflow.models
 
-from deepfake_audio.serving import DetectorModel
+from deepfake_audio.serving.pyfunc import DetectorModel
 
 mlflow.models.set_model(DetectorModel())
 """

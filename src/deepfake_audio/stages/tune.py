@@ -39,8 +39,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.io import write_json, write_text
+from deepfake_audio.core.params import Params
 
 OBJECTIVE_DIRECTION = {"val_eer": "min", "val_accuracy": "max"}
 RESUME_HINT = "the search state is saved, rerun `dvc repro` to resume"
@@ -82,8 +83,8 @@ def _tuner_class(kind: str) -> type:
             from keras_tuner.src.engine import tuner_utils
             from mlflow.tracking import MlflowClient
 
-            from deepfake_audio import tracking
-            from deepfake_audio.callbacks import MlflowEpochLogger
+            from deepfake_audio.ops import tracking
+            from deepfake_audio.stages.callbacks import MlflowEpochLogger
 
             client = MlflowClient()
             values = dict(trial.hyperparameters.values)
@@ -144,7 +145,7 @@ def _tuner_class(kind: str) -> type:
             from keras_tuner.engine import trial as trial_module
             from mlflow.tracking import MlflowClient
 
-            from deepfake_audio import tracking
+            from deepfake_audio.ops import tracking
 
             super().on_trial_end(trial)  # the oracle saves trial.json and oracle.json
             run_id = self.__dict__.get("_trial_runs", {}).pop(trial.trial_id, None)
@@ -178,7 +179,7 @@ def make_tuner(params: Params, build_fn: Any, directory: Path, project: str) -> 
         "seed": params.seed,
         "executions_per_trial": params.tune.executions_per_trial,
     }
-    from deepfake_audio import runtime
+    from deepfake_audio.ops import runtime
 
     if len(runtime.gpus()) > 1:  # every trial trains on all GPUs of this process
         common["distribution_strategy"] = runtime.strategy()
@@ -204,7 +205,7 @@ def run(
     `KERASTUNER_TUNER_ID` is already set (by us or by you, on other machines),
     one chief or worker of keras-tuner's own distributed mode.
     """
-    from deepfake_audio import tracking
+    from deepfake_audio.ops import tracking
 
     try:
         if os.environ.get("KERASTUNER_TUNER_ID"):
@@ -227,8 +228,9 @@ class _Search:
     """What every role of a search shares: the data, its digest, the project, the tuner."""
 
     def __init__(self, params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
-        from deepfake_audio import models, runtime, tracking
-        from deepfake_audio.dataset import SpectrogramDataset
+        from deepfake_audio import models
+        from deepfake_audio.core.shards import SpectrogramDataset
+        from deepfake_audio.ops import runtime, tracking
 
         tracking.connect(params.mlflow.experiment_name)
         self.device = runtime.configure(params.seed)
@@ -256,7 +258,7 @@ class _Search:
         holds_oracle = not dist_utils.has_chief_oracle() or dist_utils.is_chief_oracle()
         oracle_file = self.project_dir / "oracle.json"
         if holds_oracle and oracle_file.is_file() and not tuner_file.exists():
-            _write_text_atomic(tuner_file, "{}")
+            write_text(tuner_file, "{}")
         resuming = tuner_file.exists()
         try:
             tuner = make_tuner(params, self.build_fn, self.tuner_dir, self.project)
@@ -285,7 +287,7 @@ class _Search:
     def search(self, tuner: Any) -> None:
         from keras_tuner import errors as kt_errors
 
-        from deepfake_audio.callbacks import standard_callbacks
+        from deepfake_audio.stages.callbacks import standard_callbacks
 
         params, data = self.params, self.data
         train = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
@@ -313,7 +315,7 @@ class _Search:
         """
         import mlflow
 
-        from deepfake_audio import tracking
+        from deepfake_audio.ops import tracking
 
         params = self.params
         parent_file = self.project_dir / "mlflow_parent_run_id"
@@ -323,7 +325,7 @@ class _Search:
         )
         try:
             if parent_id is None:
-                _write_text_atomic(parent_file, parent.info.run_id)
+                write_text(parent_file, parent.info.run_id)
             mlflow.set_tags({**self.tags, "search": self.project, "tuner": params.tune.tuner})
             # Everything here is fixed for a search (it is in the project hash), so a
             # resumed search logs the same values; max_trials may grow, so it is a metric.
@@ -350,8 +352,6 @@ class _Search:
     def result(self, tuner: Any, parent_run_id: str, out: Path) -> dict[str, Any]:
         import mlflow
 
-        from deepfake_audio import tracking
-
         params = self.params
         best = tuner.oracle.get_best_trials(1)
         if not best:
@@ -370,7 +370,7 @@ class _Search:
         }
         mlflow.log_metric(f"best_{params.tune.objective}", float(trial.score))
         mlflow.log_metric("trials_completed", len(completed))
-        tracking.write_json(out, result)
+        write_json(out, result)
         mlflow.log_artifact(str(out))
         print(
             f"best trial {trial.trial_id}: {params.tune.objective} = {trial.score:.4f} "
@@ -403,7 +403,7 @@ def _run_role(params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
 
 def _gpu_ids() -> list[str]:
     """The GPUs a worker may be pinned to: those CUDA_VISIBLE_DEVICES allows, or all."""
-    from deepfake_audio import runtime
+    from deepfake_audio.ops import runtime
 
     count = len(runtime.gpus())
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -653,22 +653,10 @@ def _make_state_writes_atomic() -> None:
         if "://" in str(path):
             return _KERAS_TUNER_SAVE_JSON(path, obj)
         text = json.dumps(obj)
-        _write_text_atomic(Path(path), text)
+        write_text(Path(path), text)
         return text
 
     kt_utils.save_json = save_json
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _close_run_quietly(run_id: str | None, status: str) -> None:
@@ -685,8 +673,8 @@ def _close_parent(exc: BaseException, parent_run_id: str, project_dir: Path) -> 
     """End the search's parent run after `exc`, never masking it."""
     import mlflow
 
-    from deepfake_audio import tracking
-    from deepfake_audio.server import is_healthy
+    from deepfake_audio.ops import tracking
+    from deepfake_audio.ops.server import is_healthy
 
     uri = tracking.tracking_uri()
     gone = tracking.is_unreachable(exc) or (

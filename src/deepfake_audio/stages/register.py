@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.errors import UserError
-from deepfake_audio.params import Params
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.params import Params
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -265,6 +265,6 @@ def promote(params: Params, version: int, force: bool = False) -> dict[str, Any]
 
 
 def write_report(path: Path, result: dict[str, Any]) -> None:
-    from deepfake_audio.tracking import write_json
+    from deepfake_audio.core.io import write_json
 
     write_json(path, result)

@@ -1,0 +1,1 @@
+"""Operations: MLflow tracking helpers, the local tracking server, the runtime (devices)."""

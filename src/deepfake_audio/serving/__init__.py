@@ -1,0 +1,1 @@
+"""What a served model needs: the MLflow pyfunc and `predict`. Imports only the core."""

@@ -10,10 +10,11 @@ import pytest
 
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import BaselineParams, ParamsError, parse_params
-from deepfake_audio.core.shards import SpectrogramDataset, build
+from deepfake_audio.core.shards import SpectrogramDataset
 from deepfake_audio.ops import tracking
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import baseline
+from deepfake_audio.stages.dataset import build
 
 SMALL = {
     "seed": 3,

@@ -399,7 +399,7 @@ def test_ctrl_c_stops_every_tuner_process_and_the_search_resumes(
 def test_tuner_processes_end_with_a_launcher_killed_outright(tmp_path: Path) -> None:
     """kill -9 of the launcher runs no clean-up; its chief and workers end themselves."""
     role = (
-        "from deepfake_audio.stages import tune; tune._die_with_launcher(); import time; "
+        "from deepfake_audio.stages import tune; tune.die_with_launcher(); import time; "
         "print('ready', flush=True); time.sleep(600)"
     )
     launcher = (
@@ -457,7 +457,7 @@ def test_corrupted_tuner_state_is_one_line_with_the_way_out(
     oracle.write_text("{}")  # valid JSON, but not an oracle: keras-tuner cannot reload it
     trial.write_text(trial_state)
     params = parse_params(raw)
-    search = tuning._Search(params, tmp_path / "spec", tmp_path / "tuner")
+    search = tuning.Search(params, tmp_path / "spec", tmp_path / "tuner")
     with pytest.raises(UserError, match=r"keras-tuner state is corrupted \(RuntimeError") as err:
         search.tuner()
     assert f"delete {project}" in str(err.value) and "\n" not in str(err.value)

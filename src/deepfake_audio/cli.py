@@ -156,7 +156,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from deepfake_audio.serving import predict as prediction
 
-    params = _params(args)
+    # A registered or logged model carries its features and threshold: with --model
+    # pointing at one, predict runs anywhere, with MLFLOW_TRACKING_URI alone.
+    needs_project = args.model is None or Path(args.model).suffix == ".keras"
+    params = _params(args) if needs_project or Path(args.params).is_file() else None
     return prediction.run(params, args.inputs, args.model, args.format)
 
 

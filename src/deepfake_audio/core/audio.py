@@ -65,6 +65,9 @@ Crop = Literal["start", "center"]
 Pad = Literal["repeat", "zeros"]
 Source = str | os.PathLike | bytes
 
+# What a folder of audio may hold: the formats libsndfile decodes here.
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif")
+
 
 class AudioError(UserError):
     """An audio input that cannot be used, with a one-line message ``<source>: <reason>``.

@@ -1,7 +1,10 @@
 """`deepfake-audio predict`: score audio files with a registered (or local) model.
 
-The default model is `models:/<registry.model_name>@champion`, loaded as the
-MLflow pyfunc that `mlflow models serve` runs (`serving.DetectorModel`), and
+The default model is `models:/<registry.model_name>@champion` of the project's
+params.yaml. Given `--model` (a models:/ or runs:/ URI), predict needs no project
+checkout at all, only `MLFLOW_TRACKING_URI`: the model carries its features, its
+threshold and the code that computes them. It is loaded as the MLflow pyfunc that
+`mlflow models serve` runs (`serving.pyfunc.DetectorModel`), and
 given the files as its `path` column: predict and the server give the same
 numbers, from the same decoding, the features the model was trained with, the
 same windows over long recordings and the model's own validation threshold.
@@ -25,9 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deepfake_audio.core.audio import AUDIO_SUFFIXES
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import Params
-from deepfake_audio.sources.folders import AUDIO_SUFFIXES
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 
@@ -73,21 +76,58 @@ def _registry_threshold(uri: str) -> float:
     return float(version.tags.get("threshold", 0.0))
 
 
-def load_model(params: Params, uri: str | None) -> tuple[Scorer, str, str]:
-    """A scorer for DataFrames of paths, the model's feature kind, and the URI used."""
-    uri = uri or f"models:/{params.registry.model_name}@champion"
-    if Path(uri).suffix == ".keras":
-        from deepfake_audio import models
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
-        detector = _keras_detector(models.load(uri), params, 0.0)
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, with the address, when the tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking)
+    if not tracking.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(tracking.rstrip("/") + "/health", timeout=5) as response:
+            if response.status == 200:
+                return
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    raise UserError(
+        f"--model {uri}: no MLflow tracking server answers at {tracking} "
+        "(set MLFLOW_TRACKING_URI, or start one with `deepfake-audio server start`)"
+    )
+
+
+def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str]:
+    """A scorer for DataFrames of paths, the model's feature kind, and the URI used.
+
+    `params` is needed only for the project's default model and for a bare .keras file;
+    a registered or logged model brings everything else itself.
+    """
+    if uri is None:
+        if params is None:
+            raise UserError("predict: give --model, or run it in the project (params.yaml)")
+        uri = f"models:/{params.registry.model_name}@champion"
+    if Path(uri).suffix == ".keras":
+        if params is None:
+            raise UserError(f"--model {uri}: a bare .keras file needs the project's params.yaml")
+        from deepfake_audio.serving import pyfunc as serving
+
+        if not Path(uri).is_file():
+            raise UserError(f"{uri}: model file not found")
+        try:
+            keras_model = serving.load_keras(uri)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+            raise UserError(f"{uri}: not a loadable Keras model ({type(exc).__name__})") from None
+        detector = _keras_detector(keras_model, params, 0.0)
         return detector.score, detector.kind, uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _check_server(uri)
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from deepfake_audio.ops import tracking
-
-    tracking.connect(params.mlflow.experiment_name)
     try:
         info = mlflow.models.get_model_info(uri)
         loader = info.flavors.get("python_function", {}).get("loader_module")
@@ -97,6 +137,11 @@ def load_model(params: Params, uri: str | None) -> tuple[Scorer, str, str]:
             if config is None:
                 raise UserError(f"--model {uri}: not a deepfake-audio detector")
             return model.predict, str(config["features"]["kind"]), uri
+        if params is None:
+            raise UserError(
+                f"--model {uri}: a Keras-only version (registered before the pyfunc) needs "
+                "the project's params.yaml for its features"
+            )
         keras_model = mlflow.keras.load_model(uri)
         threshold = _registry_threshold(uri)
     except MlflowException as exc:
@@ -126,7 +171,7 @@ def score_files(scorer: Scorer, files: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(params: Params, inputs: list[str], model_uri: str | None, fmt: str) -> int:
+def run(params: Params | None, inputs: list[str], model_uri: str | None, fmt: str) -> int:
     for item in inputs:  # before the (slow) model load
         if not Path(item).exists():
             raise UserError(f"{item}: no such file or directory")

@@ -276,14 +276,9 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc: `Detector` built from the logged artifacts."""
 
     def load_context(self, context: Any) -> None:
-        from deepfake_audio.ops import runtime
+        from deepfake_audio.core.backend import grow_gpu_memory, import_tensorflow
 
-        tf = runtime.import_tensorflow()
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:
-                pass  # already initialised in this process
+        grow_gpu_memory(import_tensorflow())
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         if int(config.get("format", 0)) > CONFIG_FORMAT:
             raise ValueError(
@@ -373,7 +368,7 @@ class _DetectorFlavor:
 
 
 _MODEL_CODE = """\
-# The deepfake-audio detector (deepfake_audio/serving.py, shipped next to this file).
+# The deepfake-audio detector (deepfake_audio/serving/pyfunc.py, shipped beside this file).
 import mlflow.models
 
 from deepfake_audio.serving.pyfunc import DetectorModel
@@ -389,12 +384,24 @@ def package_dir() -> Path:
     return Path(deepfake_audio.__file__).resolve().parent
 
 
+def served_files() -> list[Path]:
+    """The package's files a served model runs: this module and what it imports, no more.
+
+    Found by reading the imports (`core.imports`), so a stage module or the tracking
+    helpers never travel with a model, and a new import here travels without a list
+    to update.
+    """
+    from deepfake_audio.core import imports
+
+    return imports.files_of(imports.closure([__name__]), package_dir())
+
+
 def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str = "model") -> Any:
     """Log the detector to the active run (a logged model); returns MLflow's ModelInfo.
 
-    The package's source goes with the model (`code_paths`): a server imports
-    exactly the feature code the model was trained with, and needs no
-    installed deepfake-audio (with `--env-manager local` a copy is already
+    The serving part of the package's source goes with the model (`code_paths`:
+    `served_files`): a server imports exactly the feature code the model was trained
+    with, and needs no installed deepfake-audio (with `--env-manager local` a copy is already
     installed; the shipped one comes first on sys.path there). The model
     itself is "models from code" - a three-line file that instantiates
     `DetectorModel` - so nothing is unpickled when it loads.
@@ -405,7 +412,10 @@ def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str =
         shutil.copyfile(keras_path, staging / KERAS_FILE)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         code = staging / "code" / "deepfake_audio"
-        shutil.copytree(package_dir(), code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for relative in served_files():
+            target = staging / "code" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(package_dir().parent / relative, target)
         # Models from code: the model is this one line, run at load time, not a pickle.
         (staging / "detector.py").write_text(_MODEL_CODE)
         from mlflow.models import Model

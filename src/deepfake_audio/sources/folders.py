@@ -23,11 +23,11 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deepfake_audio.core.audio import AUDIO_SUFFIXES
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import Params
 from deepfake_audio.sources import SPLITS, Clip
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif")
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",

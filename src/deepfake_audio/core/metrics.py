@@ -18,16 +18,23 @@ scikit-learn.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "ASVSPOOF5_CM_DCF",
+    "DcfParameters",
+    "act_dcf",
     "binary_report",
+    "cllr",
     "compute_eer",
     "decide",
     "det_curve",
+    "min_cllr",
     "min_dcf",
     "roc_auc",
     "roc_curve_points",
@@ -283,3 +290,205 @@ def binary_report(y_true: ArrayLike, scores: ArrayLike, threshold: float) -> dic
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "confusion_matrix_labels": ["spoof", "bonafide"],
     }
+
+
+# --- ASVspoof 5 calibration-sensitive metrics: actDCF, Cllr, minCllr -----------------------
+#
+# EER and minDCF only look at the order of the scores. The metrics below also judge the score
+# *values*: they read a score as a log-likelihood ratio, natural log,
+# ``llr = ln p(score | bona fide) - ln p(score | spoof)``, so higher is still "more bona fide"
+# and the same "accept when > threshold" rule applies.
+
+
+@dataclass(frozen=True)
+class DcfParameters:
+    """Prior and costs of a (countermeasure-only) detection cost function.
+
+    Attributes:
+        p_spoof: prior probability that a trial is a spoof.
+        c_miss: cost of rejecting a bona fide trial.
+        c_fa: cost of accepting a spoof (false alarm).
+    """
+
+    p_spoof: float
+    c_miss: float
+    c_fa: float
+
+
+# ASVspoof 5 track 1 (countermeasure) DCF, as the official evaluation package fixes it in
+# `calculate_minDCF_EER_CLLR` (evaluation-package/calculate_metrics.py): Pspoof = 0.05,
+# Cmiss = 1, Cfa = 10. Both minDCF and actDCF there are divided by
+# min(Cmiss * (1 - Pspoof), Cfa * Pspoof) = min(0.95, 0.5) = 0.5. `min_dcf`'s defaults are the
+# same numbers, so min_dcf(b, s) and act_dcf(b, s) are directly comparable.
+ASVSPOOF5_CM_DCF = DcfParameters(p_spoof=0.05, c_miss=1.0, c_fa=10.0)
+
+
+def _check_dcf_parameters(p_spoof: float, c_miss: float, c_fa: float) -> None:
+    """Same checks as `min_dcf`: a prior of 0 or 1 or a non-positive cost has no DCF."""
+    if not 0.0 < p_spoof < 1.0:
+        raise ValueError(f"p_spoof must be strictly between 0 and 1, got {p_spoof}")
+    if c_miss <= 0.0 or c_fa <= 0.0:
+        raise ValueError(f"costs must be positive, got c_miss={c_miss}, c_fa={c_fa}")
+
+
+def _bayes_llr_threshold(p_spoof: float, c_miss: float, c_fa: float) -> float:
+    """The LLR above which accepting a trial as bona fide has the lower expected cost.
+
+    Accepting costs ``c_fa * P(spoof | x)``, rejecting ``c_miss * P(bona | x)``; with
+    ``P(bona | x) / P(spoof | x) = exp(llr) * (1 - p_spoof) / p_spoof`` accepting is cheaper
+    exactly when ``llr > ln(c_fa * p_spoof / (c_miss * (1 - p_spoof)))``. This is the
+    official ``-ln(beta)``, ``beta = Cmiss (1 - Pspoof) / (Cfa Pspoof)``; with ASVspoof 5's
+    numbers ``ln(0.5 / 0.95) = -0.6419``. `calibration.bayes_threshold` is this function.
+    """
+    _check_dcf_parameters(p_spoof, c_miss, c_fa)
+    return math.log(c_fa * p_spoof) - math.log(c_miss * (1.0 - p_spoof))
+
+
+def act_dcf(
+    bonafide_scores: ArrayLike,
+    spoof_scores: ArrayLike,
+    p_spoof: float = ASVSPOOF5_CM_DCF.p_spoof,
+    c_miss: float = ASVSPOOF5_CM_DCF.c_miss,
+    c_fa: float = ASVSPOOF5_CM_DCF.c_fa,
+) -> tuple[float, float]:
+    """Normalised actual DCF: the cost of the decisions the scores, read as LLRs, imply.
+
+    Why it exists next to `min_dcf`: minDCF picks the best threshold *after* seeing the
+    labels, so it cannot see a miscalibrated system. actDCF fixes the threshold in advance at
+    the Bayes threshold of the prior and costs (`_bayes_llr_threshold`), which is the right one
+    only if the scores are well-calibrated natural-log LLRs; the gap ``actDCF - minDCF`` is
+    the calibration loss at this operating point.
+
+    ``DCF = c_miss * (1 - p_spoof) * P_miss + c_fa * p_spoof * P_fa`` divided by
+    ``min(c_miss * (1 - p_spoof), c_fa * p_spoof)``, the normalisation of the official
+    ``compute_actDCF`` and of `min_dcf`. Unlike minDCF it is not capped at 1: a badly
+    calibrated system can do worse than the best trivial decision (up to
+    ``max / min`` of the two weighted costs, 1.9 with the defaults).
+
+    Tie rule: this module's, a trial is accepted when ``llr > threshold``, so a bona fide LLR
+    exactly at the threshold is a miss. The official code accepts on ``>=``; the two differ
+    only for a score exactly equal to the threshold. Keeping ``>`` makes every actDCF
+    operating point a `det_curve` point, so ``act_dcf >= min_dcf`` holds exactly (same
+    parameters, same scores).
+
+    Hard decisions are allowed (the cost of decisions is well defined), unlike `min_dcf`.
+
+    Returns:
+        ``(act_dcf, threshold)``: the normalised cost and the LLR threshold it was taken at.
+    """
+    bona = _as_scores(bonafide_scores, "bonafide_scores")
+    spoof = _as_scores(spoof_scores, "spoof_scores")
+    threshold = _bayes_llr_threshold(p_spoof, c_miss, c_fa)
+    p_miss = np.count_nonzero(bona <= threshold) / bona.size
+    p_fa = np.count_nonzero(spoof > threshold) / spoof.size
+    cost_miss = c_miss * (1.0 - p_spoof)
+    cost_fa = c_fa * p_spoof
+    dcf = cost_miss * p_miss + cost_fa * p_fa
+    return float(dcf / min(cost_miss, cost_fa)), threshold
+
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def _cllr_bits(bona_llrs: np.ndarray, spoof_llrs: np.ndarray) -> float:
+    """Cllr of already-checked LLR arrays; ``+inf`` / ``-inf`` are allowed where they cost 0.
+
+    Each trial costs ``log2(1 + exp(-llr))`` (bona fide) or ``log2(1 + exp(llr))`` (spoof).
+    `np.logaddexp2` evaluates ``log2(1 + 2**x)`` without overflow (the official
+    ``log1p(exp(-llr))`` overflows to inf for an LLR below about -710) and gives exactly 1.0
+    for ``llr = 0``, so an all-zero system scores exactly 1 bit.
+    """
+    bona_cost = np.logaddexp2(0.0, -bona_llrs * _LOG2_E)
+    spoof_cost = np.logaddexp2(0.0, spoof_llrs * _LOG2_E)
+    return float(0.5 * (bona_cost.mean() + spoof_cost.mean()))
+
+
+def cllr(bonafide_llrs: ArrayLike, spoof_llrs: ArrayLike) -> float:
+    """Log-likelihood-ratio cost in bits (Brümmer & du Preez), as ASVspoof 5 reports it.
+
+    ``Cllr = (mean_bona log2(1 + e^-llr) + mean_spoof log2(1 + e^llr)) / 2``: the two classes
+    are averaged separately, so Cllr does not depend on how many trials of each class the
+    test set holds (it evaluates at a 0.5 prior; the official ``calculate_CLLR`` does the
+    same, dividing natural-log costs by ln 2). It rewards well-calibrated natural-log LLRs
+    across *all* operating points: 0 is perfect, 1 bit is what a system saying "LLR 0"
+    (no information) gets, and a miscalibrated system can exceed 1.
+
+    Raises:
+        ValueError: on an empty class or NaN/inf LLRs.
+    """
+    bona = _as_scores(bonafide_llrs, "bonafide_llrs")
+    spoof = _as_scores(spoof_llrs, "spoof_llrs")
+    return _cllr_bits(bona, spoof)
+
+
+def _pav_llrs(bona: np.ndarray, spoof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best monotone (non-decreasing) score-to-LLR map, fitted on these very labels.
+
+    Pool-adjacent-violators on the bona fide fraction per *distinct* score: trials with the
+    same score form one group, since no function of the score can tell them apart (this is
+    what sorting targets before non-targets on ties achieves in BOSARIS' ``opt_loglr``).
+    The fitted fraction is the posterior P(bona | score) at the empirical prior
+    ``n_bona / n_all``; subtracting that prior's log-odds turns it into an LLR.
+
+    A block made only of spoofs gets LLR ``-inf`` and one made only of bona fide ``+inf``;
+    such a block never holds a trial of the other class, so its Cllr cost is exactly 0.
+
+    Returns:
+        ``(bona_llrs, spoof_llrs)`` in the input order.
+    """
+    pooled = np.concatenate((bona, spoof))
+    values, inverse = np.unique(pooled, return_inverse=True)
+    inverse = inverse.ravel()
+    totals = np.bincount(inverse, minlength=values.size).astype(np.float64)
+    bona_counts = np.bincount(inverse[: bona.size], minlength=values.size).astype(np.float64)
+
+    # Neighbouring groups with the same bona fide fraction always end up in one block, so
+    # merge runs of them up front (vectorised): for a well-separated system the long pure
+    # runs at both ends collapse and the Python loop below only sees the overlap region.
+    fraction = bona_counts / totals
+    starts = np.flatnonzero(np.concatenate(([True], fraction[1:] != fraction[:-1])))
+    run_bona = np.add.reduceat(bona_counts, starts).tolist()
+    run_total = np.add.reduceat(totals, starts).tolist()
+    run_groups = np.diff(np.append(starts, values.size)).tolist()
+
+    # Stack-based PAV: push each run; while the block below has a mean >= the new block's
+    # mean, merge them (compared by cross-multiplication, exact for integer counts).
+    block_bona: list[float] = []
+    block_total: list[float] = []
+    block_groups: list[int] = []
+    for b, t, g in zip(run_bona, run_total, run_groups, strict=True):
+        while block_bona and block_bona[-1] * t >= b * block_total[-1]:
+            b += block_bona.pop()
+            t += block_total.pop()
+            g += block_groups.pop()
+        block_bona.append(b)
+        block_total.append(t)
+        block_groups.append(g)
+
+    posterior = np.repeat(np.array(block_bona) / np.array(block_total), block_groups)
+    prior_log_odds = math.log(bona.size) - math.log(spoof.size)
+    with np.errstate(divide="ignore"):
+        group_llr = np.log(posterior) - np.log1p(-posterior) - prior_log_odds
+    trial_llr = group_llr[inverse]
+    return trial_llr[: bona.size], trial_llr[bona.size :]
+
+
+def min_cllr(bonafide_scores: ArrayLike, spoof_scores: ArrayLike) -> float:
+    """Cllr after the best monotone calibration of the scores (PAV), in bits.
+
+    Brümmer's ``min Cllr``: the scores are mapped to LLRs by pool-adjacent-violators fitted on
+    the same labels (`_pav_llrs`; equivalently, by the slopes of the ROC convex hull), and
+    Cllr is taken of those. It depends only on the order of the scores, so it measures
+    discrimination; ``cllr - min_cllr`` is the calibration loss. The PAV map is optimal for
+    every prior at once, and "LLR 0 everywhere" is one of the monotone maps, so
+    ``0 <= min_cllr <= 1`` and ``min_cllr <= cllr`` for any LLRs with the same order.
+    The official ASVspoof 5 package reports only the actual Cllr.
+
+    Cost: a sort plus a Python loop over the distinct-score runs where the classes overlap.
+
+    Raises:
+        ValueError: on an empty class or NaN/inf scores.
+    """
+    bona = _as_scores(bonafide_scores, "bonafide_scores")
+    spoof = _as_scores(spoof_scores, "spoof_scores")
+    return _cllr_bits(*_pav_llrs(bona, spoof))

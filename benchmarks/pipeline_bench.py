@@ -132,7 +132,7 @@ def run(ws: Workspace) -> list[Figure]:
     store = base / "mlflow"
     port = free_port()
     log(f"pipeline: starting an MLflow server on port {port}")
-    url = server.start(root=store, port=port, timeout=180)
+    url = server.start(root=store, port=port, timeout=180, die_with_parent=True)
     try:
         env = {
             **os.environ,

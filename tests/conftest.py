@@ -96,10 +96,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`deepfake-audio server start` for real, in a temporary store, for the whole session."""
+    """`deepfake-audio server start` for real, in a temporary store, for the whole session.
+
+    Tied to this pytest process (`die_with_parent`): a session killed outright (OOM
+    killer, kill -9) runs no teardown, and its server would otherwise stay behind,
+    holding half a gigabyte on a machine that runs the next session.
+    """
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    url = server.start(root=root, port=port, timeout=180)
+    url = server.start(root=root, port=port, timeout=180, die_with_parent=True)
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = url
     try:

@@ -89,7 +89,8 @@ def test_server_start_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     port = free_port()
     monkeypatch.setenv("MLFLOW_PORT", str(port))
     root = tmp_path / "store"
-    url = server.start(root=root, timeout=180)
+    url = server.start(root=root, timeout=180, die_with_parent=True)
+    pgid = int((root / "server.pid").read_text())  # the server's process group
     try:
         assert url == f"http://127.0.0.1:{port}"
         assert (root / "server.pid").exists() and (root / "server.log").exists()
@@ -98,6 +99,7 @@ def test_server_start_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert server.start(root=root) == url  # idempotent
     finally:
         assert server.stop(root) is True
+    assert server.group_members(pgid) == []  # stop returns only once the group is gone
     assert not server.is_healthy(url)
     assert not (root / "server.pid").exists()
     assert server.status(root=root).startswith("stopped")

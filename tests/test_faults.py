@@ -226,7 +226,7 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     """An MLflow server these tests may stop and start: (root, port, url)."""
     root = tmp_path_factory.mktemp("own-mlflow")
     port = free_port()
-    url = server.start(root=root, port=port, timeout=300)
+    url = server.start(root=root, port=port, timeout=300, die_with_parent=True)
     try:
         yield root, port, url
     finally:
@@ -237,7 +237,7 @@ def test_server_restart_mid_search_loses_no_trial(
     tmp_path: Path, own_server: tuple[Path, int, str]
 ) -> None:
     root, port, url = own_server
-    server.start(root=root, port=port, timeout=300)
+    server.start(root=root, port=port, timeout=300, die_with_parent=True)
     params_path, raw = _setup(tmp_path, {"max_trials": 2, "epochs": 3})
     runs = Runs(url, raw["mlflow"]["experiment_name"])
     # 7 retries (252 s) instead of 6 (124 s): this server takes a minute to start on a
@@ -249,7 +249,7 @@ def test_server_restart_mid_search_loses_no_trial(
     down = time.monotonic()
     server.stop(root)
     time.sleep(10)
-    server.start(root=root, port=port, timeout=300)
+    server.start(root=root, port=port, timeout=300, die_with_parent=True)
     outage_s = time.monotonic() - down
     code = stage.wait(timeout=900)
     assert code == 0, stage.output()[-4000:]
@@ -273,7 +273,7 @@ def test_server_down_past_the_wait_fails_in_one_line_and_the_rerun_resumes(
     tmp_path: Path, own_server: tuple[Path, int, str]
 ) -> None:
     root, port, url = own_server
-    server.start(root=root, port=port, timeout=300)
+    server.start(root=root, port=port, timeout=300, die_with_parent=True)
     params_path, raw = _setup(tmp_path, {"max_trials": 2})
     runs = Runs(url, raw["mlflow"]["experiment_name"])
     cmd = _tune_cmd(tmp_path, params_path)
@@ -295,7 +295,7 @@ def test_server_down_past_the_wait_fails_in_one_line_and_the_rerun_resumes(
     # The trial's epochs take a few seconds, then 14 s of retries, then the process exits.
     assert failed_after_s < 14 + 120
 
-    server.start(root=root, port=port, timeout=300)
+    server.start(root=root, port=port, timeout=300, die_with_parent=True)
     assert runs.by_status("RUNNING") == running  # nobody could tell the server
     _run_stage(cmd, _env(url), tmp_path / "resume.log")
     _assert_all_finished_once(runs, max_trials=2, epochs=2)

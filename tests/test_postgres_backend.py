@@ -121,6 +121,7 @@ def _start(root: Path, port: int, uri: str) -> str:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    server.tie_to_this_process(root)  # a test killed outright leaves no server behind
     assert "warning" not in proc.stderr  # loopback: nothing to warn about
     return f"http://127.0.0.1:{port}"
 

@@ -111,6 +111,7 @@ def test_exposed_server_warns_and_basic_auth_guards_it(
     )
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        server.tie_to_this_process(root)  # a test killed outright leaves no server behind
         warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
         assert len(warnings) == 1, proc.stderr
         assert "0.0.0.0" in warnings[0] and "read and write" in warnings[0]

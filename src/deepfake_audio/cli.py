@@ -37,6 +37,13 @@ def _params(args: argparse.Namespace):
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    """`server start|stop|status`; start also prints the link to the project's runs.
+
+    MLflow 3's UI opens an experiment on its GenAI overview, with the training runs one
+    click further: the printed link goes straight to the runs table. Any trouble getting
+    the experiment's id costs only the link (the experiments list instead, on stdout: stderr
+    stays for real warnings), never the start.
+    """
     from deepfake_audio.ops import server
 
     root = Path(args.root)
@@ -49,8 +56,15 @@ def cmd_server(args: argparse.Namespace) -> int:
             artifacts_destination=args.artifacts_destination,
             workers=args.workers,
             basic_auth=args.basic_auth,
+            jobs=args.jobs,
         )
         print(f"MLflow tracking server: {url}  (stop: deepfake-audio server stop)")
+        try:
+            name = server.project_experiment_name(Path(args.params))
+            link = server.runs_link(url, server.experiment_id(url, name))
+            print(f"runs of experiment {name!r}: {link}")
+        except UserError as exc:  # e.g. a basic-auth server and no credentials: not a fault
+            print(f"experiments: {server.experiments_link(url)}  (no direct runs link: {exc})")
     elif args.action == "stop":
         print("stopped" if server.stop(root) else "no server was running from " + str(root))
     else:
@@ -203,7 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--basic-auth",
         action="store_true",
         help="mlflow server --app-name basic-auth (needs MLFLOW_AUTH_ADMIN_PASSWORD and "
-        "MLFLOW_FLASK_SERVER_SECRET_KEY; README: Team setup)",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY; docs/team.md)",
+    )
+    p.add_argument(
+        "--jobs",
+        action="store_true",
+        help="keep MLflow's job execution (GenAI jobs; about 8 more processes and 1.4 GB); "
+        "off by default: the pipeline never uses it",
     )
     p.set_defaults(func=cmd_server)
 

@@ -1,25 +1,43 @@
-# Two commands on a fresh machine (python3 >= 3.10, git, make):
+# Two commands on a fresh machine (python3.11 on linux x86_64, as the lock; git, make):
 #   make demo   - build .venv, start the local MLflow server, run the pipeline on the demo corpus
 #   make test   - build .venv with the dev extras and run the whole test suite
+# `make` alone lists every target.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The exact versions tested: pyproject.toml's dependencies and dev extra, resolved by pip-compile
+# for CPython 3.11 on linux x86_64. .venv (so demo, test and CI) installs these and nothing else.
+LOCK := requirements.lock
+# `make lock` resolves in a throwaway venv of this Python with these tools (pinned: a relock
+# of an unchanged pyproject.toml gives the same file, whatever pip-tools does next).
+LOCK_PYTHON ?= python3.11
+LOCK_TOOLS := pip==26.3 pip-tools==7.6.2
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast lint format server server-stop clean-venv bench
+.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade
+.DEFAULT_GOAL := help
 
-$(BIN)/.installed: pyproject.toml
+help: ## list the targets
+	@echo "usage: make <target>   (the lock is $(LOCK); .venv is built from it)"
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^#]*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The lock's pins, then the project itself without resolving again (--no-deps): what CI
+# installs is the lock. Rebuilt in place when the lock or pyproject.toml changes.
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; v == "3.11" or print(f"warning: $(LOCK) is resolved for Python 3.11, $(PYTHON) is {v}: set PYTHON=python3.11", file=sys.stderr)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed ## build .venv from the lock (dependencies, dev extra, the project editable)
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed ## build .venv, start the MLflow server, run the pipeline on the demo corpus
 	deepfake-audio server start
 	dvc repro
 	@echo
@@ -30,27 +48,70 @@ demo: $(BIN)/.installed
 	print(f\"registered model: {r['model_name']} version {r['version']} aliases {', '.join(r['aliases'])}\")"
 	@echo "next:             dvc exp run -S tune.max_trials=6 && dvc exp show"
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed ## run the whole test suite
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed
+test-fast: $(BIN)/.installed ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+lint: $(BIN)/.installed ## ruff check and format check of src, tests and benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
-format: $(BIN)/.installed
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+format: $(BIN)/.installed ## ruff fix and format src, tests and benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
-server: $(BIN)/.installed
+server: $(BIN)/.installed ## start the local MLflow server
 	deepfake-audio server start
 
-server-stop:
+server-stop: ## stop the local MLflow server
 	deepfake-audio server stop
 
 # Benchmark suite (~10 min on 2 quiet CPU cores): reports/benchmarks.json + a Markdown table.
 # It starts its own MLflow server on a free port. e.g. make bench BENCH_ARGS="--only features --quick"
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed ## run the benchmark suite (BENCH_ARGS="--only features --quick")
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Seed variance: N seeds per architecture as DVC experiments through `dvc queue`, on the
+# server `make server` runs; reports/quality.json. e.g. make quality QUALITY_ARGS="--architectures
+# compact_cnn,lcnn -S data.source=folders -S data.path=../shared/datasets/for-sample"
+quality: $(BIN)/.installed ## seeds 0,1,2 of the pipeline via dvc queue -> reports/quality.json
+	deepfake-audio server start
+	$(BIN)/python -m benchmarks quality $(QUALITY_ARGS)
+
+clean-venv: ## delete .venv (the next target that needs it rebuilds it from the lock)
+	rm -rf $(VENV)
+
+# pip-compile in a throwaway venv of LOCK_PYTHON (checked: CPython 3.11, linux x86_64), over
+# the old lock so that the pins pyproject.toml still allows stay (lock-upgrade: newest allowed).
+# Index and find-links options are left out (the lock is installed with pip's own config);
+# setuptools and pip are left out too (the venv's own, as tested). The header's stamp of
+# pyproject's dependency lists is what tests/test_lock.py compares.
+define relock
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(LOCK_PYTHON) -c 'import platform, sys; sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64" or sys.exit("make lock: $(LOCK) is for CPython 3.11 on linux x86_64, and LOCK_PYTHON=$(LOCK_PYTHON) is not")'; \
+	echo "lock: resolving pyproject.toml with $(LOCK_TOOLS) in $$tmp"; \
+	$(LOCK_PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet $(LOCK_TOOLS); \
+	if [ -f $(LOCK) ]; then cp $(LOCK) "$$tmp/lock.txt"; fi; \
+	CUSTOM_COMPILE_COMMAND="make lock" "$$tmp/venv/bin/pip-compile" --quiet --no-config $(1) \
+		--extra dev --strip-extras --annotation-style line \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--output-file "$$tmp/lock.txt" pyproject.toml; \
+	stamp=$$("$$tmp/venv/bin/python" tests/test_lock.py --stamp); \
+	{ echo "# $(LOCK): the exact versions tested. make venv (so demo, test and CI) installs them."; \
+	  echo "# pyproject.toml's dependencies and dev extra, for CPython 3.11 on linux x86_64; not the"; \
+	  echo "# gpu extra (no GPU in CI: pip install -e '.[gpu]' adds it). Never edit by hand: change"; \
+	  echo "# pyproject.toml, then make lock (or make lock-upgrade for the newest versions allowed)."; \
+	  echo "# pyproject-sha256: $$stamp"; \
+	  cat "$$tmp/lock.txt"; } > "$$tmp/new"; \
+	mv "$$tmp/new" $(LOCK); \
+	echo "lock: wrote $(LOCK) ($$(grep -c '==' $(LOCK)) pins); make venv installs it"
+endef
+
+lock: ## re-resolve the lock after a pyproject.toml change, keeping the pins it still allows
+	$(call relock,)
+
+lock-upgrade: ## re-resolve the lock to the newest versions pyproject.toml allows
+	$(call relock,--upgrade)

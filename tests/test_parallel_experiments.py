@@ -15,10 +15,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from benchmarks.quality import experiments
 
 from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
 
@@ -36,29 +36,6 @@ TINY = {
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     return run_command(cmd, cwd, env, timeout=300)
-
-
-def _experiments(shown: Any) -> dict[str, dict[str, Any]]:
-    """name -> {"params": ..., "metrics": reports/metrics.json} from `dvc exp show --json`."""
-    found: dict[str, dict[str, Any]] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            data = node.get("data") or {}
-            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get(
-                "data"
-            ) or {}
-            if node.get("name") and params:
-                found[node["name"]] = {"params": params, "metrics": metrics}
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(shown)
-    return found
 
 
 def test_two_queued_experiments_run_in_parallel(
@@ -120,7 +97,7 @@ def test_two_queued_experiments_run_in_parallel(
         )
         raise AssertionError(f"failed experiments:\n{status}\n{logs}")
 
-    shown = _experiments(json.loads(_run(["dvc", "exp", "show", "--json"], root, env)))
+    shown = experiments(json.loads(_run(["dvc", "exp", "show", "--json"], root, env)))
     for seed, name in zip((1, 2), names, strict=True):
         assert name in shown, f"{name} missing from dvc exp show: {sorted(shown)}"
         assert shown[name]["params"]["seed"] == seed

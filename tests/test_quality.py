@@ -1,0 +1,88 @@
+"""`python -m benchmarks quality`: seeds of the pipeline through `dvc queue`, summarised."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import yaml
+from benchmarks import quality
+
+from conftest import PROJECT, commit_project, copy_project, merge, stage_env
+
+
+def test_summary_is_mean_sample_std_and_a_t_interval() -> None:
+    s = quality.summary([0.2, 0.3, 0.4])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.3)
+    assert s["std"] == pytest.approx(0.1)  # sample (n - 1) standard deviation, not 0.0816
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert s["ci95"] == pytest.approx([0.3 - half, 0.3 + half], abs=1e-6)
+    assert quality.summary([0.25])["std"] is None and quality.summary([])["mean"] is None
+
+
+def test_aggregate_groups_by_architecture_and_skips_missing_figures() -> None:
+    runs = [
+        {"architecture": "a", "seed": 1, "metrics": {"test_eer": 0.1, "validation_eer": 0.2}},
+        {"architecture": "a", "seed": 0, "metrics": {"test_eer": 0.3, "validation_eer": 0.4}},
+        {"architecture": "b", "seed": 0, "metrics": {"test_eer": 0.5}},
+    ]
+    out = quality.aggregate(runs)
+    assert out["a"]["seeds"] == [0, 1] and out["a"]["test_eer"]["mean"] == pytest.approx(0.2)
+    assert out["b"]["validation_eer"]["n"] == 0 and out["b"]["test_eer"]["n"] == 1
+
+
+TINY = {
+    "data": {"demo": {"train_clips": 12, "validation_clips": 6, "test_clips": 6}},
+    "features": {"clip_seconds": 0.5, "n_mels": 16, "workers": 1},
+    "tune": {"max_trials": 1, "epochs": 1, "batch_size": 6},
+    "train": {"epochs": 1},
+    "baseline": {"components": 2, "max_frames": 2000},
+}
+
+
+@pytest.mark.slow
+def test_quality_runs_seeds_as_queued_experiments(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
+) -> None:
+    root = tmp_path_factory.mktemp("quality-repo")
+    copy_project(root)
+    tag = uuid.uuid4().hex[:8]
+    params = merge(
+        yaml.safe_load((PROJECT / "params.yaml").read_text()),
+        {
+            **TINY,
+            "mlflow": {"experiment_name": f"quality-{tag}"},
+            "registry": {"model_name": f"quality-model-{tag}"},
+        },
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = stage_env(mlflow_server)
+    # The benchmarks package lives in the project root, not in the installed package.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH")) if p)
+    commit_project(root, env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "quality", "--seeds", "3,4", "--jobs", "2"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    report = json.loads((root / "reports" / "quality.json").read_text())
+    arch = params["model"]["architecture"]
+    figures = report["architectures"][arch]
+    assert figures["seeds"] == [3, 4] and report["failed"] == []
+    assert figures["test_eer"]["n"] == 2 and figures["validation_eer"]["n"] == 2
+    assert figures["baseline_lfcc_gmm_test_eer"]["n"] == 2
+    seeds = sorted(run["seed"] for run in report["runs"])
+    assert seeds == [3, 4]
+    for run in report["runs"]:
+        assert 0.0 <= run["metrics"]["test_eer"] <= 1.0
+    assert report["synthetic_demo_corpus"] is True
+    assert f"{arch}: validation EER" in proc.stdout

@@ -372,6 +372,45 @@ def test_predict_cli_uses_the_champion_and_reports_bad_files(
 
 
 @pytest.mark.slow
+def test_predict_with_a_model_uri_runs_anywhere(
+    served: Served, mlflow_server: str, tmp_path: Path
+) -> None:
+    """A colleague with only the server's address: no checkout, no params.yaml."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clip = elsewhere / "clip.wav"
+    clip.write_bytes(served.files["clip"].read_bytes())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    uri = f"models:/{served.name}@champion"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepfake_audio.cli", "predict", "clip.wav", "--model", uri],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not (elsewhere / "params.yaml").exists()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = proc.stdout.strip().splitlines()[1:]
+    probability, label = served.expected("clip")
+    assert float(row.split(",")[1]) == pytest.approx(probability, abs=2e-6)
+    assert row.split(",")[2] == label
+
+    # Without --model, the project's params.yaml names the model: outside, one clear line.
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepfake_audio.cli", "predict", "clip.wav"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "params.yaml: not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
 def test_promote_refuses_worse_then_rolls_back_with_force(
     served: Served, mlflow_server: str
 ) -> None:

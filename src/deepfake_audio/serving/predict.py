@@ -130,8 +130,10 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
 
     try:
         info = mlflow.models.get_model_info(uri)
-        loader = info.flavors.get("python_function", {}).get("loader_module")
-        if loader == "mlflow.pyfunc.model":
+        loader = str(info.flavors.get("python_function", {}).get("loader_module") or "")
+        # Our detector is a python model ("models from code": mlflow.pyfunc.loaders.
+        # code_model); a Keras-only version's pyfunc loader is mlflow.keras.
+        if loader.startswith("mlflow.pyfunc"):
             model = mlflow.pyfunc.load_model(uri)
             config = getattr(model.unwrap_python_model(), "config", None)
             if config is None:

@@ -238,7 +238,6 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
 
     import mlflow
 
-
     tracking.connect(params.mlflow.experiment_name)  # fail fast, before any work
     cnn_data = SpectrogramDataset(spectrograms)
     digest = tracking.directory_digest(spectrograms)

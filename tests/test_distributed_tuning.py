@@ -79,7 +79,9 @@ def test_a_failing_search_process_stops_the_search_with_one_line(
         "learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"},
         "optimizer": ["adam"],
     }
-    params_path, raw = _setup(tmp_path, {"workers": 2, "search_space": space}, n_mels=8)
+    params_path, raw = _setup(
+        tmp_path, {"workers": 2, "search_space": {"seed_cnn": space}}, n_mels=8
+    )
     raw["model"] = {"architecture": "seed_cnn"}
     params_path.write_text(yaml.safe_dump(raw))
     proc = _tune(tmp_path, params_path, mlflow_server)

@@ -96,18 +96,70 @@ def test_bad_values_name_the_key(patch: dict, message: str) -> None:
 
 
 def test_search_space_entries_are_checked() -> None:
+    key = "tune.search_space.compact_cnn"
     raw = project_params()
-    raw["tune"]["search_space"]["learning_rate"] = {"min": 0.0, "max": 1e-3, "sampling": "log"}
-    with pytest.raises(ParamsError, match="learning_rate.min: log sampling needs a positive min"):
+    raw["tune"]["search_space"]["compact_cnn"]["learning_rate"] = {
+        "min": 0.0,
+        "max": 1e-3,
+        "sampling": "log",
+    }
+    with pytest.raises(ParamsError, match=f"{key}.learning_rate.min: log sampling needs"):
         parse_params(raw)
     raw = project_params()
-    raw["tune"]["search_space"]["optimizer"] = ["adam", "sgd"]
+    raw["tune"]["search_space"]["compact_cnn"]["optimizer"] = ["adam", "sgd"]
     with pytest.raises(ParamsError, match="optimizer: must be a list drawn from: adam, rmsprop"):
         parse_params(raw)
     raw = project_params()
-    raw["tune"]["search_space"]["filters_1"] = {"min": 128, "max": 32}
+    raw["tune"]["search_space"]["compact_cnn"]["filters_1"] = {"min": 128, "max": 32}
     with pytest.raises(ParamsError, match="filters_1: min 128 is above max 32"):
         parse_params(raw)
+
+
+def test_each_architecture_searches_its_own_space() -> None:
+    raw = project_params()
+    for name in ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l"):
+        assert name in raw["tune"]["search_space"], f"params.yaml states {name}'s space"
+    raw["model"] = {"architecture": "lcnn"}
+    space = parse_params(raw).tune.search_space
+    assert sorted(space) == ["dropout", "learning_rate", "optimizer"]
+    assert space["dropout"] == Choice((0.5, 0.7))
+    # A space that is not in use is still checked: a typo fails now, not in a later run.
+    raw = project_params()
+    raw["tune"]["search_space"]["aasist"]["dropout"] = [0.3, 1.5]
+    with pytest.raises(
+        ParamsError, match=r"search_space.aasist.dropout: must be rates in \[0, 1\)"
+    ):
+        parse_params(raw)
+    raw = project_params()
+    raw["tune"]["search_space"]["lcnn"]["filters_1"] = [32]
+    with pytest.raises(ParamsError, match="search_space.lcnn.filters_1: unknown key"):
+        parse_params(raw)
+    raw = project_params()
+    del raw["tune"]["search_space"]["lcnn"]["dropout"]
+    with pytest.raises(ParamsError, match="search_space.lcnn: missing dropout"):
+        parse_params(raw)
+
+
+def test_a_flat_search_space_is_the_current_architectures() -> None:
+    """The format from before there were several architectures still reads."""
+    flat = project_params()["tune"]["search_space"]["seed_cnn"]
+    params = parse_params({"model": {"architecture": "seed_cnn"}, "tune": {"search_space": flat}})
+    assert params.tune.search_space["filters_2"] == IntRange(64, 256, 64)
+
+
+def test_the_architecture_must_take_the_feature_kind() -> None:
+    with pytest.raises(
+        ParamsError, match="model.architecture: 'lcnn' does not take features.kind 'image'"
+    ):
+        parse_params(
+            {
+                "data": {"source": "images", "path": "x"},
+                "features": {"kind": "image"},
+                "model": {"architecture": "lcnn"},
+            }
+        )
+    with pytest.raises(ParamsError, match="'aasist' does not take features.kind 'logmel'"):
+        parse_params({"model": {"architecture": "aasist"}})
 
 
 def test_load_params_names_the_file(tmp_path: Path) -> None:

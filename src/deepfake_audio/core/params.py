@@ -25,7 +25,8 @@ ON_BAD_FILE = ("skip", "fail")
 FEATURE_KINDS = ("logmel", "lfcc", "image")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
-ARCHITECTURES = ("compact_cnn", "seed_cnn")
+# The field's reference countermeasures beside our CNN and the notebook's (models/<name>.py).
+ARCHITECTURES = ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l")
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_eer", "val_accuracy")
 # Hyperparameters every architecture reads; the names are the notebook's, so the
@@ -50,6 +51,45 @@ NOTEBOOK_SEARCH_SPACE: dict[str, Any] = {
     "dense_units": {"min": 64, "max": 256, "step": 64},
     "learning_rate": {"min": 1e-5, "max": 1e-3, "sampling": "log"},
     "optimizer": ["adam", "rmsprop"],
+}
+# The reference countermeasures read fewer knobs: their layer plans are the published ones.
+REFERENCE_HYPERPARAMETERS = ("learning_rate", "optimizer", "dropout")
+ARCHITECTURE_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
+    "compact_cnn": HYPERPARAMETERS,
+    "seed_cnn": HYPERPARAMETERS,
+    "lcnn": REFERENCE_HYPERPARAMETERS,
+    "aasist": REFERENCE_HYPERPARAMETERS,
+    "aasist_l": REFERENCE_HYPERPARAMETERS,
+}
+# Each architecture's default search space (params.yaml states them all; these are what a
+# params.yaml without one gets). The reference ranges follow the published training set-ups.
+DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
+    "compact_cnn": NOTEBOOK_SEARCH_SPACE,
+    "seed_cnn": NOTEBOOK_SEARCH_SPACE,
+    "lcnn": {
+        "learning_rate": {"min": 1e-4, "max": 1e-3, "sampling": "log"},
+        "optimizer": ["adam", "rmsprop"],
+        "dropout": [0.5, 0.7],
+    },
+    "aasist": {
+        "learning_rate": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
+        "optimizer": ["adam"],
+        "dropout": [0.3, 0.5],
+    },
+    "aasist_l": {
+        "learning_rate": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
+        "optimizer": ["adam"],
+        "dropout": [0.3, 0.5],
+    },
+}
+# The feature kinds each architecture takes: 2-D convolutions need a time-frequency map
+# (or the notebook's pictures), AASIST its raw waveform.
+ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "compact_cnn": ("logmel", "lfcc", "image"),
+    "seed_cnn": ("logmel", "lfcc", "image"),
+    "lcnn": ("logmel", "lfcc"),
+    "aasist": ("waveform",),
+    "aasist_l": ("waveform",),
 }
 
 
@@ -354,26 +394,56 @@ def _hyperparameter(raw: Any, key: str) -> Hyperparameter:
     raise _fail(key, f"{raw!r} is neither a list of choices nor a {{min, max}} range")
 
 
-def _search_space(raw: Any) -> dict[str, Hyperparameter]:
-    key = "tune.search_space"
-    raw = _check_keys(raw, key, HYPERPARAMETERS)
-    missing = [name for name in HYPERPARAMETERS if name not in raw]
+def _one_search_space(raw: Any, key: str, architecture: str) -> dict[str, Hyperparameter]:
+    names = ARCHITECTURE_HYPERPARAMETERS[architecture]
+    raw = _check_keys(raw, key, names)
+    missing = [name for name in names if name not in raw]
     if missing:
-        raise _fail(key, f"missing {', '.join(missing)} (every architecture needs them)")
-    space = {name: _hyperparameter(raw[name], f"{key}.{name}") for name in HYPERPARAMETERS}
+        raise _fail(key, f"missing {', '.join(missing)} ({architecture} reads them)")
+    space = {name: _hyperparameter(raw[name], f"{key}.{name}") for name in names}
     optimizers = space["optimizer"]
     if not isinstance(optimizers, Choice) or not set(optimizers.values) <= {"adam", "rmsprop"}:
         raise _fail(f"{key}.optimizer", "must be a list drawn from: adam, rmsprop")
     if not isinstance(space["learning_rate"], FloatRange):
         raise _fail(f"{key}.learning_rate", "must be a {min, max, sampling} float range")
-    for name in ("filters_1", "filters_2", "kernel_size_1", "kernel_size_2", "dense_units"):
+    integers = ("filters_1", "filters_2", "kernel_size_1", "kernel_size_2", "dense_units")
+    for name in (n for n in integers if n in space):
         hp = space[name]
         values = hp.values if isinstance(hp, Choice) else (hp.min, hp.max)
         if isinstance(hp, FloatRange) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
         ):
             raise _fail(f"{key}.{name}", "must be positive integers (a range or a list)")
+    if "dropout" in space:
+        hp = space["dropout"]
+        values = hp.values if isinstance(hp, Choice) else (hp.min, hp.max)
+        if isinstance(hp, IntRange) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1 for v in values
+        ):
+            raise _fail(f"{key}.dropout", "must be rates in [0, 1) (a float range or a list)")
     return space
+
+
+def _search_space(raw: Any, architecture: str) -> dict[str, Hyperparameter]:
+    """The search space of `architecture`, from `tune.search_space`.
+
+    params.yaml holds one space per architecture (`tune.search_space.<architecture>`), so
+    switching `model.architecture` with `dvc exp run -S` searches that architecture's own
+    knobs; every space given is checked, not only the one in use. A flat space (the
+    format before there were several architectures) is read as the current one's.
+    """
+    key = "tune.search_space"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(key, f"expected a mapping, got {type(raw).__name__}")
+    if raw and not set(raw) & set(ARCHITECTURES):
+        return _one_search_space(raw, key, architecture)
+    raw = _check_keys(raw, key, ARCHITECTURES)
+    spaces = {name: _one_search_space(space, f"{key}.{name}", name) for name, space in raw.items()}
+    if architecture in spaces:
+        return spaces[architecture]
+    return _one_search_space(DEFAULT_SEARCH_SPACES[architecture], key, architecture)
 
 
 def _split(raw: Any) -> SplitParams:
@@ -500,6 +570,12 @@ def parse_params(raw: Any) -> Params:
     model = ModelParams(
         architecture=_choice(m, "model", "architecture", "compact_cnn", ARCHITECTURES)
     )
+    if features.kind not in ARCHITECTURE_INPUTS[model.architecture]:
+        raise _fail(
+            "model.architecture",
+            f"{model.architecture!r} does not take features.kind {features.kind!r} "
+            f"(it takes {', '.join(ARCHITECTURE_INPUTS[model.architecture])})",
+        )
 
     t = _check_keys(raw.get("tune"), "tune", _names(TuneParams))
     td = TuneParams()
@@ -514,7 +590,7 @@ def parse_params(raw: Any) -> Params:
         epochs=_int(t, "tune", "epochs", td.epochs, lo=1),
         batch_size=_int(t, "tune", "batch_size", td.batch_size, lo=1),
         workers=_int(t, "tune", "workers", td.workers, lo=1),
-        search_space=_search_space(t.get("search_space", NOTEBOOK_SEARCH_SPACE)),
+        search_space=_search_space(t.get("search_space"), model.architecture),
         early_stopping=EarlyStoppingParams(
             monitor=_choice(es, "tune.early_stopping", "monitor", "val_loss", monitors),
             patience=_int(es, "tune.early_stopping", "patience", 5, lo=0),

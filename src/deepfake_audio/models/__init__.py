@@ -1,14 +1,17 @@
-"""Architectures and the hyperparameter search space.
+"""Architectures (one a file) and building a compiled model from search-space values.
 
-Both architectures read the notebook's hyperparameter names, so trials of
-either line up in the MLflow compare view. Both start with a Normalization
-layer that holds the training split's statistics (per mel bin / coefficient,
-or per colour channel): the saved model takes raw features, and serving
-cannot forget to normalise.
+`compact_cnn` (ours) and `seed_cnn` (the notebook's) read the notebook's hyperparameter
+names, so their trials line up in the MLflow compare view; the field's reference
+countermeasures - `lcnn` (LFCC-LCNN) and `aasist`/`aasist_l` (raw waveform) - keep their
+published layer plans and search only learning rate, optimizer and dropout
+(`tune.search_space.<architecture>` in params.yaml).
 
-Both end in a single float32 logit, "higher = more bona fide" (the ASVspoof
-score convention). The notebook ended in a sigmoid; a logit carries the same
-ranking without saturating into ties, which would make the EER meaningless.
+Every model starts with a Normalization layer that holds the training split's statistics
+(per mel bin / coefficient, per colour channel, or one for a waveform): the saved model
+takes raw features, and serving cannot forget to normalise. Every model ends in a single
+float32 logit, "higher = more bona fide" (the ASVspoof score convention). The notebook
+ended in a sigmoid; a logit carries the same ranking without saturating into ties, which
+would make the EER meaningless.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import numpy as np
 
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import Choice, FloatRange, Hyperparameter, IntRange, Params
+from deepfake_audio.models.aasist import aasist, aasist_l
 from deepfake_audio.models.compact_cnn import compact_cnn
+from deepfake_audio.models.lcnn import lcnn
 from deepfake_audio.models.seed_cnn import seed_cnn
 
 
@@ -48,7 +53,13 @@ def _normalisation(mean: np.ndarray, std: np.ndarray, axis: int) -> keras.layers
 
 # One architecture a file; each maps hyperparameter values and the normalised input
 # to the layer before the logit.
-ARCHITECTURES = {"seed_cnn": seed_cnn, "compact_cnn": compact_cnn}
+ARCHITECTURES = {
+    "seed_cnn": seed_cnn,
+    "compact_cnn": compact_cnn,
+    "lcnn": lcnn,
+    "aasist": aasist,
+    "aasist_l": aasist_l,
+}
 
 
 def build(

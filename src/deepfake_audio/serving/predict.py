@@ -40,6 +40,12 @@ from deepfake_audio.core.params import Params
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 CSV_COLUMNS = ("path", "fake_probability", "label", "score")
+# The pyfunc flavor's loader of a `DetectorModel`: MLflow 3 records models from code under
+# `loaders.code_model`, older versions pickled ones under `model`. Anything else (the keras
+# flavor's own pyfunc, "mlflow.keras") is a Keras-only version registered before the pyfunc.
+# Missing the first sent every champion down the Keras-only path, where the served config -
+# its features, calibration and threshold - was ignored.
+PYFUNC_LOADERS = ("mlflow.pyfunc.loaders.code_model", "mlflow.pyfunc.model")
 
 
 def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
@@ -138,7 +144,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
     try:
         info = mlflow.models.get_model_info(uri)
         loader = info.flavors.get("python_function", {}).get("loader_module")
-        if loader == "mlflow.pyfunc.model":
+        if loader in PYFUNC_LOADERS:
             model = mlflow.pyfunc.load_model(uri)
             config = getattr(model.unwrap_python_model(), "config", None)
             if config is None:

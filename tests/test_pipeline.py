@@ -100,10 +100,13 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
         assert metrics[f"baseline_lfcc_gmm_{key}"] == report[key]
     assert metrics["test_act_dcf"] >= metrics["test_min_dcf"]  # same DET, fixed threshold
     assert 0.0 <= metrics["test_min_cllr"] <= min(1.0, metrics["test_cllr"]) + 1e-6
-    assert metrics["calibration"]["method"] == "logistic"
-    assert metrics["calibration"]["threshold_rule"] == "bayes"
     run_info = pipeline.json("models/run.json")
-    assert run_info["decision"]["threshold_rule"] == "bayes"
+    decision = run_info["decision"]
+    # Two epochs on 24 validation clips may rank validation backwards (a logistic slope
+    # <= 0): then the model is served uncalibrated, and says why.
+    assert metrics["calibration"]["method"] == decision["method"]
+    assert decision["method"] == "logistic" or "slope" in " ".join(decision["warnings"])
+    assert metrics["calibration"]["threshold_rule"] == decision["threshold_rule"] == "bayes"
     assert metrics["threshold"] == pytest.approx(run_info["threshold"], abs=1e-6)
 
 

@@ -96,6 +96,10 @@ def test_baseline_run_reports_and_logs_to_mlflow(
     assert report["components"] == 4 and report["synthetic_demo_corpus"] is True
     assert set(report["test_per_attack_eer"]) <= {"A01", "A02", "A03", "A04", "A05"}
     assert "notebook_style" not in report
+    # Its scores are LLRs already: actDCF and Cllr as they are, no calibration.
+    assert report["test_act_dcf"] == report["test_act_dcf_raw"] >= report["test_min_dcf"]
+    assert report["test_cllr"] == report["test_cllr_raw"] >= report["test_min_cllr"] >= 0.0
+    assert "calibration" not in report
 
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("baseline-test")
@@ -110,6 +114,8 @@ def test_baseline_run_reports_and_logs_to_mlflow(
     assert run.data.params["frames_bonafide"] == "400"
     assert run.data.metrics["test_eer"] == pytest.approx(report["test_eer"])
     assert run.data.metrics["test_min_dcf"] == pytest.approx(report["test_min_dcf"])
+    assert run.data.metrics["test_act_dcf"] == pytest.approx(report["test_act_dcf"])
+    assert run.data.metrics["test_cllr"] == pytest.approx(report["test_cllr"])
     # Both GMMs were fitted: EM ran on each class.
     assert run.data.metrics["em_iterations_bonafide"] >= 1
     assert run.data.metrics["em_iterations_spoof"] >= 1
@@ -181,4 +187,7 @@ def test_images_are_skipped_without_mlflow(tmp_path: Path, monkeypatch: pytest.M
     assert evaluation.baseline_numbers(out) == {
         "baseline_lfcc_gmm_test_eer": None,
         "baseline_lfcc_gmm_test_min_dcf": None,
+        "baseline_lfcc_gmm_test_act_dcf": None,
+        "baseline_lfcc_gmm_test_cllr": None,
+        "baseline_lfcc_gmm_test_min_cllr": None,
     }

@@ -50,9 +50,12 @@ def test_plots_are_written_for_dvc(tmp_path: Path) -> None:
     assert {p.name for p in written} == {
         "roc.csv",
         "det.csv",
+        "det_points.csv",
         "confusion.csv",
         "scores.csv",
         "score_histogram.csv",
+        "reliability_raw.csv",
+        "reliability_calibrated.csv",
     }
     with open(tmp_path / "confusion.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -107,6 +110,7 @@ def test_figures_are_png_files(tmp_path: Path) -> None:
         "det.png",
         "confusion.png",
         "score_histogram.png",
+        "reliability.png",
     }
     for path in written:
         data = path.read_bytes()
@@ -148,11 +152,15 @@ def test_baseline_numbers_and_comparison_line(tmp_path: Path) -> None:
     skipped = tmp_path / "skipped.json"
     skipped.write_text(json.dumps({"skipped": "no audio"}))
     numbers = evaluation.baseline_numbers(ran)
-    assert numbers == {"baseline_lfcc_gmm_test_eer": 0.25, "baseline_lfcc_gmm_test_min_dcf": 0.5}
-    assert evaluation.baseline_numbers(skipped) == {
-        "baseline_lfcc_gmm_test_eer": None,
-        "baseline_lfcc_gmm_test_min_dcf": None,
+    # A baseline report from before actDCF/Cllr were measured: those keys are null.
+    assert numbers == {
+        "baseline_lfcc_gmm_test_eer": 0.25,
+        "baseline_lfcc_gmm_test_min_dcf": 0.5,
+        "baseline_lfcc_gmm_test_act_dcf": None,
+        "baseline_lfcc_gmm_test_cllr": None,
+        "baseline_lfcc_gmm_test_min_cllr": None,
     }
+    assert set(evaluation.baseline_numbers(skipped).values()) == {None}
     line = reporting.comparison({"test_eer": 0.1, "test_min_dcf": 0.3, **numbers})
     assert line == (
         "CNN test EER 10.00%, minDCF 0.3000; LFCC-GMM baseline test EER 25.00%, minDCF 0.5000"
@@ -226,11 +234,17 @@ def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stderr  # one file failed
     rows = list(csv.DictReader(proc.stdout.splitlines()))
-    assert proc.stdout.splitlines()[0] == "path,fake_probability,label"
+    assert proc.stdout.splitlines()[0] == "path,fake_probability,label,score"
     by_name = {Path(r["path"]).name: r for r in rows}
     assert set(by_name) == {"a.wav", "b.flac", "c.wav"}
     for name in ("a.wav", "b.flac"):
         assert 0.0 <= float(by_name[name]["fake_probability"]) <= 1.0
         assert by_name[name]["label"] in {"fake", "real"}
+        # A bare .keras file has no calibration: sigmoid(-score), as always.
+        score = float(by_name[name]["score"])
+        assert float(by_name[name]["fake_probability"]) == pytest.approx(
+            1.0 / (1.0 + np.exp(score)), abs=2e-6
+        )
+        assert by_name[name]["label"] == ("real" if score > 0.0 else "fake")
     assert by_name["c.wav"]["label"] == "error"
     assert "c.wav" in proc.stderr and "Traceback" not in proc.stderr

@@ -42,6 +42,24 @@ def test_project_params_are_valid_and_typed() -> None:
     assert params.registry.model_name == "deepfake-audio-cnn"
 
 
+def test_calibration_and_gate_defaults_are_asvspoof5s_operating_point() -> None:
+    for params in (load_params(PROJECT / "params.yaml"), parse_params(None)):
+        cal = params.calibration
+        assert (cal.method, cal.threshold) == ("logistic", "bayes")
+        assert (cal.target_prior, cal.c_miss, cal.c_fa) == (0.05, 1.0, 10.0)
+        assert params.registry.promote_metric == "test_eer"
+    custom = parse_params(
+        {
+            "calibration": {"method": "isotonic", "threshold": "validation_eer", "c_fa": 2},
+            "registry": {"promote_metric": "test_act_dcf"},
+        }
+    )
+    assert custom.calibration.method == "isotonic" and custom.calibration.c_fa == 2.0
+    assert custom.calibration.threshold == "validation_eer"
+    assert custom.registry.promote_metric == "test_act_dcf"
+    assert custom.section("calibration")["target_prior"] == 0.05
+
+
 def test_empty_file_gives_defaults() -> None:
     params = parse_params(None)
     assert params.tune.search_space["optimizer"] == Choice(("adam", "rmsprop"))
@@ -76,6 +94,25 @@ def test_empty_file_gives_defaults() -> None:
             "mlflow.experiment_name: '' is not a non-empty string",
         ),
         ({"colour": 1}, "colour: unknown key"),
+        (
+            {"calibration": {"method": "platt"}},
+            "calibration.method: 'platt' is not allowed (allowed: logistic, isotonic, none)",
+        ),
+        (
+            {"calibration": {"threshold": "eer"}},
+            "calibration.threshold: 'eer' is not allowed (allowed: bayes, validation_eer)",
+        ),
+        ({"calibration": {"target_prior": 0}}, "calibration.target_prior: 0.0 is not strictly"),
+        ({"calibration": {"target_prior": 1.0}}, "calibration.target_prior: 1.0 is not strictly"),
+        ({"calibration": {"target_prior": "5%"}}, "calibration.target_prior: '5%' is not a finite"),
+        ({"calibration": {"c_fa": 0}}, "calibration.c_fa: 0.0 is not above 0"),
+        ({"calibration": {"c_miss": -1}}, "calibration.c_miss: -1.0 is not above 0"),
+        ({"calibration": {"prior": 0.1}}, "calibration.prior: unknown key (allowed: method"),
+        (
+            {"registry": {"promote_metric": "test_auc"}},
+            "registry.promote_metric: 'test_auc' is not allowed (allowed: test_eer, test_min_dcf, "
+            "test_act_dcf, test_cllr)",
+        ),
         (
             {"tune": {"search_space": {"learning_rate": {"min": 0, "max": 1, "sampling": "log"}}}},
             "tune.search_space: missing filters_1",

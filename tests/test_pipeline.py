@@ -87,11 +87,27 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
     assert metrics["baseline_lfcc_gmm_test_min_dcf"] == report["test_min_dcf"]
     assert 0.0 <= report["test_eer"] <= 1.0
     assert "LFCC-GMM baseline test EER" in pipeline.first_repro
-    for name in ("roc.csv", "det.csv", "confusion.csv", "score_histogram.csv"):
+    plots = ("roc.csv", "det.csv", "det_points.csv", "confusion.csv", "score_histogram.csv")
+    for name in (*plots, "reliability_raw.csv", "reliability_calibrated.csv"):
         assert (pipeline.root / "reports/plots" / name).stat().st_size > 0
     shown = pipeline.run("dvc", "plots", "show", "--json")
-    for title in ("ROC", "DET", "Confusion at the validation threshold", "Test score histograms"):
+    titles = ("ROC", "DET", "Confusion at the served threshold", "Test score histograms")
+    for title in (*titles, "Reliability"):
         assert title in shown, title
+    # ASVspoof 5's numbers, before (raw logit as LLR) and after the validation calibration.
+    for key in ("test_act_dcf", "test_cllr"):
+        assert key in metrics and f"{key}_raw" in metrics and key in report, key
+        assert metrics[f"baseline_lfcc_gmm_{key}"] == report[key]
+    assert metrics["test_act_dcf"] >= metrics["test_min_dcf"]  # same DET, fixed threshold
+    assert 0.0 <= metrics["test_min_cllr"] <= min(1.0, metrics["test_cllr"]) + 1e-6
+    run_info = pipeline.json("models/run.json")
+    decision = run_info["decision"]
+    # Two epochs on 24 validation clips may rank validation backwards (a logistic slope
+    # <= 0): then the model is served uncalibrated, and says why.
+    assert metrics["calibration"]["method"] == decision["method"]
+    assert decision["method"] == "logistic" or "slope" in " ".join(decision["warnings"])
+    assert metrics["calibration"]["threshold_rule"] == decision["threshold_rule"] == "bayes"
+    assert metrics["threshold"] == pytest.approx(run_info["threshold"], abs=1e-6)
 
 
 def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server: str) -> None:
@@ -143,6 +159,10 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
     plots = {a.path for a in client.list_artifacts(train[0].info.run_id, "evaluation/plots")}
     for name in ("roc.png", "det.png", "confusion.png", "score_histogram.png", "det.csv"):
         assert f"evaluation/plots/{name}" in plots, name
+    assert "evaluation/plots/reliability.png" in plots
+    for key in ("test_act_dcf", "test_act_dcf_raw", "test_cllr", "test_cllr_raw"):
+        assert key in train[0].data.metrics, key
+    assert train[0].data.params["calibration.method"] == "logistic"
     baseline = [r for r in runs if r.data.tags.get("stage") == "baseline"]
     assert len(baseline) == 1
     assert baseline[0].data.tags["dataset_digest"] == dvc_digest
@@ -161,6 +181,10 @@ def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) ->
     version = client.get_model_version(pipeline.model_name, "1")
     assert set(version.aliases) == {"champion", "challenger"}
     assert {"test_eer", "git_commit", "dvc_exp_name", "dataset_digest"} <= set(version.tags)
+    assert {"test_act_dcf", "test_cllr", "test_act_dcf_raw", "test_cllr_raw"} <= set(version.tags)
+    assert version.tags["threshold_rule"] == "bayes"
+    assert version.tags["promote_metric"] == "test_eer"
+    assert "Bayes threshold for a spoof prior of 0.05" in version.description
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_server)

@@ -2,7 +2,11 @@
 
 Against the session's real MLflow server, no mocks. The network is built, not
 trained (`models.build`): what is under test is the serving path around it -
-decoding, the training features, windows, threshold, errors, registry.
+decoding, the training features, windows, calibration, threshold, errors, registry.
+The registered model carries a logistic calibration at ASVspoof 5's spoof prior (0.05),
+so every served `fake_probability` must be the calibrated one and `score` the raw mean
+logit; the image model is served from a format-1 config (before calibration) and must
+still give sigmoid(-logit).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import soundfile as sf
 import yaml
 
 from conftest import free_port
+from deepfake_audio.core.calibration import Calibration, Decision, bayes_threshold
 from deepfake_audio.core.features import clip_features
 from deepfake_audio.core.params import parse_params
 
@@ -56,6 +61,10 @@ def _sigmoid(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x)))
 
 
+PRIOR = 0.05  # the served model's target prior: ASVspoof 5's
+SLOPE = 0.8  # the served calibration's slope; its offset puts the Bayes threshold on s.threshold
+
+
 class Served:
     """What the module fixture built: files, expected logits, the registered name."""
 
@@ -69,14 +78,18 @@ class Served:
         self.files: dict[str, Path] = {}
         self.logits: dict[str, float] = {}
         self.threshold = 0.0
+        self.calibration = Calibration(method="logistic")
         self.logged_model_uri = ""
 
     def b64(self, key: str) -> str:
         return base64.b64encode(self.files[key].read_bytes()).decode("ascii")
 
     def expected(self, key: str) -> tuple[float, str]:
+        """Calibrated P(spoof) at PRIOR, and the label at the served threshold."""
         logit = self.logits[key]
-        return _sigmoid(-logit), "real" if logit > self.threshold else "fake"
+        probability = float(self.calibration.fake_probability([logit], PRIOR)[0])
+        assert probability != pytest.approx(_sigmoid(-logit), rel=1e-3)  # not the old output
+        return probability, "real" if logit > self.threshold else "fake"
 
 
 @pytest.fixture(scope="module")
@@ -147,22 +160,49 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     # A threshold between the logits, so both labels occur.
     ordered = sorted(s.logits.values())
     s.threshold = (ordered[0] + ordered[1]) / 2
+    # A calibration whose Bayes threshold (ASVspoof 5's prior and costs) is that threshold:
+    # the served labels are then the calibrated Bayes decisions, as the train stage makes them.
+    llr_threshold = bayes_threshold()
+    s.calibration = Calibration(
+        method="logistic", slope=SLOPE, offset=llr_threshold - SLOPE * s.threshold
+    )
+    decision = Decision(
+        threshold=s.threshold,
+        rule="bayes",
+        calibration=s.calibration,
+        target_prior=PRIOR,
+        c_miss=1.0,
+        c_fa=10.0,
+        llr_threshold=llr_threshold,
+    )
 
     tracking.connect(params.mlflow.experiment_name)
     digest = "0123456789abcdef0123456789abcdef.dir"
     with mlflow.start_run(run_name="train", tags=tracking.run_tags(digest, "train")) as run:
         mlflow.log_param("architecture", "compact_cnn")
-        config = serving.make_config(params.section("features"), s.threshold)
+        config = serving.make_config(
+            params.section("features"),
+            s.threshold,
+            calibration=s.calibration,
+            target_prior=PRIOR,
+            threshold_rule="bayes",
+        )
         info = serving.log_model(keras_path, config)
     s.logged_model_uri = info.model_uri
     run_info = {
         "run_id": run.info.run_id,
         "logged_model_uri": info.model_uri,
         "threshold": s.threshold,
+        "decision": decision.to_dict(),
     }
     summary = {
         "test_eer": 0.3,
         "test_min_dcf": 0.5,
+        "test_act_dcf": 0.55,
+        "test_act_dcf_raw": 0.9,
+        "test_cllr": 0.8,
+        "test_cllr_raw": 1.4,
+        "test_min_cllr": 0.7,
         "test_roc_auc": 0.7,
         "validation_eer": 0.25,
         "threshold": s.threshold,
@@ -184,17 +224,19 @@ def test_pyfunc_by_alias_scores_bytes_paths_windows_and_errors(served: Served) -
     model = mlflow.pyfunc.load_model(f"models:/{served.name}@champion")
     keys = ["clip", "long", "corrupt", "short"]
     out = model.predict(pd.DataFrame({"audio_base64": [served.b64(k) for k in keys]}))
-    assert list(out.columns) == ["fake_probability", "label", "windows", "error"]
+    assert list(out.columns) == ["fake_probability", "label", "windows", "error", "score"]
     assert list(out["windows"]) == [1, 5, 0, 1]
     for i, key in enumerate(keys):
         if key == "corrupt":
             continue
         probability, label = served.expected(key)
         assert out["fake_probability"][i] == pytest.approx(probability, rel=1e-4, abs=1e-6), key
+        assert out["score"][i] == pytest.approx(served.logits[key], rel=1e-4, abs=1e-6), key
         assert out["label"][i] == label, key
         assert out["error"][i] == ""
     assert {"real", "fake"} <= set(out["label"])
     assert out["label"][2] == "error" and out["fake_probability"][2] is None
+    assert out["score"][2] is None
     assert "not a readable audio file" in out["error"][2]
 
     by_path = model.predict(
@@ -225,7 +267,12 @@ def test_registered_version_carries_metrics_provenance_and_description(
     tags = version.tags
     for key in ("test_eer", "test_min_dcf", "validation_eer", "threshold"):
         assert key in tags, key
+    for key in ("test_act_dcf", "test_act_dcf_raw", "test_cllr", "test_cllr_raw", "test_min_cllr"):
+        assert key in tags, key
     assert float(tags["test_eer"]) == pytest.approx(0.3)
+    assert float(tags["test_act_dcf"]) == pytest.approx(0.55)
+    assert (tags["threshold_rule"], tags["calibration_method"]) == ("bayes", "logistic")
+    assert tags["target_prior"] == "0.05" and tags["promote_metric"] == "test_eer"
     assert float(tags["threshold"]) == pytest.approx(served.threshold, abs=1e-6)
     assert tags["dataset_digest"] == "0123456789abcdef0123456789abcdef.dir"
     assert tags["git_commit"] and tags["git_commit"] != "unknown"
@@ -234,6 +281,8 @@ def test_registered_version_carries_metrics_provenance_and_description(
     assert "compact_cnn on demo data" in description
     assert "0123456789abcdef0123456789abcdef.dir" in description
     assert "test EER 30.00%" in description
+    assert "actDCF 0.5500 (raw logit 0.9000), Cllr 0.8000 bits (raw 1.4000" in description
+    assert "labels at the Bayes threshold for a spoof prior of 0.05" in description
     assert tags["git_commit"] in description
     assert "`dvc repro`" in description or "`dvc exp run`" in description
     registered = client.get_registered_model(served.name)
@@ -305,9 +354,11 @@ def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: 
         for row, key in zip(rows[:2], ("clip", "long"), strict=True):
             probability, label = served.expected(key)
             assert row["fake_probability"] == pytest.approx(probability, rel=1e-4, abs=1e-6)
+            assert row["score"] == pytest.approx(served.logits[key], rel=1e-4, abs=1e-6)
             assert row["label"] == label and row["error"] == ""
         assert rows[1]["windows"] == 5
         assert rows[2]["label"] == "error" and rows[2]["fake_probability"] is None
+        assert rows[2]["score"] is None
         assert "not a readable audio file" in rows[2]["error"]
         status, body = _post(
             base + "/invocations", {"dataframe_split": {"columns": ["x"], "data": [["y"]]}}
@@ -352,14 +403,15 @@ def test_predict_cli_uses_the_champion_and_reports_bad_files(
     assert proc.returncode == 1, proc.stderr[-3000:]
     (served.root / "predict.csv").write_text(proc.stdout)
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "path,fake_probability,label"
+    assert lines[0] == "path,fake_probability,label,score"
     rows = {Path(line.split(",")[0]).stem: line.split(",") for line in lines[1:]}
     assert sorted(rows) == ["clip", "corrupt", "long", "short"]
     for key in ("clip", "long", "short"):
         probability, label = served.expected(key)
         assert float(rows[key][1]) == pytest.approx(probability, abs=2e-6)
         assert rows[key][2] == label
-    assert rows["corrupt"][1:] == ["", "error"]
+        assert float(rows[key][3]) == pytest.approx(served.logits[key], rel=1e-4, abs=2e-6)
+    assert rows["corrupt"][1:] == ["", "error", ""]
     assert "corrupt.wav: not a readable audio file" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -369,6 +421,8 @@ def test_predict_cli_uses_the_champion_and_reports_bad_files(
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(proc.stdout)
     assert row["label"] == served.expected("clip")[1] and row["windows"] == 1
+    assert row["fake_probability"] == pytest.approx(served.expected("clip")[0], abs=2e-6)
+    assert row["score"] == pytest.approx(served.logits["clip"], rel=1e-4, abs=2e-6)
 
 
 @pytest.mark.slow
@@ -486,6 +540,10 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
     tracking.connect(f"serving-images-{uuid.uuid4().hex[:8]}")
     with mlflow.start_run():
         config = serving.make_config(params.section("features"), threshold=threshold)
+        # As a version logged before calibration existed: format 1, no calibration keys.
+        for key in ("calibration", "target_prior"):
+            del config[key]
+        config["format"] = 1
         info = serving.log_model(tmp_path / "image.keras", config)
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert [c.name for c in loaded.metadata.get_input_schema().inputs] == ["image_base64", "path"]
@@ -497,5 +555,6 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
         out = loaded.predict(frame)
         for i, logit in enumerate(expected):
             assert out["fake_probability"][i] == pytest.approx(_sigmoid(-logit), rel=1e-4)
+            assert out["score"][i] == pytest.approx(logit, rel=1e-4, abs=1e-6)
             assert out["label"][i] == ("real" if logit > threshold else "fake")
         assert list(out["windows"]) == [1, 1]

@@ -269,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("promote", help="point the champion alias at a version (rollback too)")
     p.add_argument("--version", type=int, required=True, help="registry version number")
-    p.add_argument("--force", action="store_true", help="promote even if its test EER is worse")
+    p.add_argument(
+        "--force", action="store_true", help="promote even if worse by registry.promote_metric"
+    )
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("predict", help="score audio files with a registered model")

@@ -20,6 +20,7 @@ only inside `fit`.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -27,13 +28,15 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepfake_audio.core.metrics import ASVSPOOF5_CM_DCF, _bayes_llr_threshold
+from deepfake_audio.core.metrics import ASVSPOOF5_CM_DCF, _bayes_llr_threshold, compute_eer
 
 __all__ = [
     "Calibration",
+    "Decision",
     "Method",
     "Reliability",
     "bayes_threshold",
+    "decide_on_validation",
     "fake_probability",
     "fit",
     "reliability",
@@ -406,4 +409,143 @@ def reliability(probabilities: ArrayLike, is_fake: ArrayLike, bins: int = 10) ->
         mean_predicted=mean_predicted,
         observed_fake_rate=observed,
         counts=counts,
+    )
+
+
+# --- the served decision: calibration + threshold rule, chosen on validation ----------------
+
+THRESHOLD_RULES = ("bayes", "validation_eer")
+# Stand-in for an infinite raw threshold (an isotonic map whose LLR never crosses the Bayes
+# threshold): the served config is JSON, which has no infinity, and no logit reaches it.
+_FINITE_LIMIT = sys.float_info.max
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the served model does with a raw score, fixed on the validation split.
+
+    Attributes:
+        threshold: raw-score threshold; a clip is labelled bona fide ("real") above it.
+        rule: ``"bayes"`` (the Bayes threshold of the prior and costs, on the calibrated
+            LLR) or ``"validation_eer"`` (the validation split's EER threshold on the raw
+            score, the rule before calibration existed).
+        calibration: the fitted score -> LLR map, or None (``method: none`` or a fit that
+            failed): then the served probability is sigmoid(-score), as before.
+        target_prior: P(spoof) behind the served fake probability and the Bayes threshold.
+        c_miss, c_fa: the costs behind the Bayes threshold.
+        llr_threshold: the Bayes threshold on the LLR (None for ``validation_eer``).
+        warnings: why the requested calibration or rule could not be applied as asked.
+    """
+
+    threshold: float
+    rule: str
+    calibration: Calibration | None
+    target_prior: float
+    c_miss: float
+    c_fa: float
+    llr_threshold: float | None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, for models/run.json and reports/metrics.json."""
+        return {
+            "threshold": self.threshold,
+            "threshold_rule": self.rule,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "method": self.calibration.method if self.calibration else "none",
+            "target_prior": self.target_prior,
+            "c_miss": self.c_miss,
+            "c_fa": self.c_fa,
+            "llr_threshold": self.llr_threshold,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """Rebuild from `to_dict` output (models/run.json)."""
+        raw = data.get("calibration")
+        llr_threshold = data.get("llr_threshold")
+        return cls(
+            threshold=float(data["threshold"]),
+            rule=str(data["threshold_rule"]),
+            calibration=Calibration.from_dict(raw) if raw is not None else None,
+            target_prior=float(data["target_prior"]),
+            c_miss=float(data["c_miss"]),
+            c_fa=float(data["c_fa"]),
+            llr_threshold=float(llr_threshold) if llr_threshold is not None else None,
+            warnings=tuple(data.get("warnings", ())),
+        )
+
+    def llr(self, scores: ArrayLike) -> np.ndarray:
+        """The served LLRs: calibrated, or the raw score read as an LLR without calibration."""
+        if self.calibration is None:
+            return _finite_1d(scores, "scores").copy()
+        return self.calibration.llr(scores)
+
+
+def decide_on_validation(
+    val_scores: ArrayLike,
+    val_labels: ArrayLike,
+    method: Method = "logistic",
+    rule: str = "bayes",
+    target_prior: float = ASVSPOOF5_CM_DCF.p_spoof,
+    c_miss: float = ASVSPOOF5_CM_DCF.c_miss,
+    c_fa: float = ASVSPOOF5_CM_DCF.c_fa,
+) -> Decision:
+    """Fit the calibration and fix the raw threshold, both from validation scores only.
+
+    Why both come from validation: the test split must not choose anything it then scores.
+
+    * ``bayes``: accept when the calibrated LLR exceeds `bayes_threshold` (the decision of
+      least expected cost at ``target_prior``, ``c_miss``, ``c_fa``), turned into a raw
+      threshold by `Calibration.raw_threshold`. With ASVspoof 5's defaults these are the
+      very decisions `metrics.act_dcf` scores. Without a calibration the raw score is read
+      as an LLR (what "raw actDCF" measures).
+    * ``validation_eer``: the validation EER threshold on the raw score, as before
+      calibration existed; 0 when the validation scores carry no ranking.
+
+    A fit that cannot serve (a logistic slope <= 0: on validation, higher logits are *less*
+    bona fide) falls back to no calibration with a warning instead of failing the run:
+    evaluate then reports the model as it is.
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected {THRESHOLD_RULES}")
+    scores = _finite_1d(val_scores, "val_scores")
+    labels = np.asarray(val_labels).ravel()
+    warnings: list[str] = []
+    calibration: Calibration | None = None
+    if method != "none":
+        try:
+            calibration = fit(scores, labels, method)
+        except ValueError as exc:
+            warnings.append(f"no calibration ({exc}); fake_probability is sigmoid(-logit)")
+        else:
+            if calibration.method == "logistic" and calibration.slope <= 0.0:
+                warnings.append(
+                    f"logistic calibration slope {calibration.slope:.4g} <= 0 (validation "
+                    "logits do not rank bona fide above spoof); served uncalibrated"
+                )
+                calibration = None
+    llr_threshold: float | None = None
+    if rule == "bayes":
+        llr_threshold = bayes_threshold(target_prior, c_miss, c_fa)
+        threshold = (
+            calibration.raw_threshold(llr_threshold) if calibration is not None else llr_threshold
+        )
+    else:
+        try:
+            threshold = compute_eer(scores[labels == 1], scores[labels == 0])[1]
+        except ValueError as exc:
+            warnings.append(f"no validation EER threshold ({exc}); the model uses 0")
+            threshold = 0.0
+    threshold = float(np.clip(threshold, -_FINITE_LIMIT, _FINITE_LIMIT))
+    return Decision(
+        threshold=threshold,
+        rule=rule,
+        calibration=calibration,
+        target_prior=float(target_prior),
+        c_miss=float(c_miss),
+        c_fa=float(c_fa),
+        llr_threshold=llr_threshold,
+        warnings=tuple(warnings),
     )

@@ -29,6 +29,11 @@ PAD_POLICIES = ("repeat", "zeros")
 ARCHITECTURES = ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l")
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_eer", "val_accuracy")
+CALIBRATION_METHODS = ("logistic", "isotonic", "none")
+THRESHOLD_RULES = ("bayes", "validation_eer")
+# Metrics the champion gate may compare: every one is lower-is-better and is written by the
+# evaluate stage to reports/metrics.json and to each registry version's tags.
+PROMOTE_METRICS = ("test_eer", "test_min_dcf", "test_act_dcf", "test_cllr")
 # Hyperparameters every architecture reads; the names are the notebook's, so the
 # MLflow compare view lines the seed's trials up with ours.
 HYPERPARAMETERS = (
@@ -248,9 +253,25 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class CalibrationParams:
+    """How the served model turns its logit into a fake probability and a label.
+
+    The defaults are the ASVspoof 5 countermeasure operating point (Pspoof 0.05, Cmiss 1,
+    Cfa 10), so the served labels are the decisions actDCF scores.
+    """
+
+    method: str = "logistic"  # logistic | isotonic | none: score -> LLR map fitted on validation
+    target_prior: float = 0.05  # P(spoof) the served fake_probability assumes
+    threshold: str = "bayes"  # bayes (from prior and costs) | validation_eer (the old rule)
+    c_miss: float = 1.0  # cost of calling a bona fide clip fake
+    c_fa: float = 10.0  # cost of letting a fake through as real
+
+
+@dataclass(frozen=True)
 class RegistryParams:
     model_name: str = "deepfake-audio-cnn"
     promote_min_improvement: float = 0.005
+    promote_metric: str = "test_eer"
 
 
 @dataclass(frozen=True)
@@ -272,6 +293,7 @@ class Params:
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
+    calibration: CalibrationParams = field(default_factory=CalibrationParams)
 
     def section(self, name: str) -> dict[str, Any]:
         """A section as plain data, e.g. for logging as MLflow params."""
@@ -508,6 +530,26 @@ def _protocols(raw: Any) -> dict[str, str]:
     return {split: _str(raw, "data.protocols", split, None) for split in raw}
 
 
+def _calibration(raw: Any) -> CalibrationParams:
+    """The calibration section; a prior of 0 or 1 or a cost of 0 has no Bayes decision."""
+    key = "calibration"
+    raw = _check_keys(raw, key, _names(CalibrationParams))
+    d = CalibrationParams()
+    prior = _float(raw, key, "target_prior", d.target_prior)
+    if not 0.0 < prior < 1.0:
+        raise _fail(f"{key}.target_prior", f"{prior} is not strictly between 0 and 1")
+    costs = {name: _float(raw, key, name, getattr(d, name)) for name in ("c_miss", "c_fa")}
+    for name, value in costs.items():
+        if value <= 0.0:
+            raise _fail(f"{key}.{name}", f"{value} is not above 0 (a cost must be positive)")
+    return CalibrationParams(
+        method=_choice(raw, key, "method", d.method, CALIBRATION_METHODS),
+        target_prior=prior,
+        threshold=_choice(raw, key, "threshold", d.threshold, THRESHOLD_RULES),
+        **costs,
+    )
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into `Params`."""
     raw = _check_keys(raw, "", _names(Params))
@@ -616,6 +658,7 @@ def parse_params(raw: Any) -> Params:
         promote_min_improvement=_float(
             rg, "registry", "promote_min_improvement", 0.005, lo=0.0, hi=1.0
         ),
+        promote_metric=_choice(rg, "registry", "promote_metric", "test_eer", PROMOTE_METRICS),
     )
 
     bl = _check_keys(raw.get("baseline"), "baseline", _names(BaselineParams))
@@ -634,6 +677,7 @@ def parse_params(raw: Any) -> Params:
 
     return Params(
         seed=_int(raw, "", "seed", 42, lo=0),
+        calibration=_calibration(raw.get("calibration")),
         data=data,
         features=features,
         model=model,

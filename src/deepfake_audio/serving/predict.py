@@ -7,12 +7,18 @@ threshold and the code that computes them. It is loaded as the MLflow pyfunc tha
 `mlflow models serve` runs (`serving.pyfunc.DetectorModel`), and
 given the files as its `path` column: predict and the server give the same
 numbers, from the same decoding, the features the model was trained with, the
-same windows over long recordings and the model's own validation threshold.
+same windows over long recordings, the model's own calibration (fitted on
+validation) and its threshold.
+
+Each file gets `fake_probability` (calibrated: P(spoof) at the model's target prior),
+`label` and `score` (the raw mean bona fide logit, higher = bona fide). The CSV columns
+are `path,fake_probability,label,score`: `score` last, so readers of the first three keep
+working.
 
 A local `.keras` file carries none of that: it is scored with the features in
-params.yaml and threshold 0 (probability 0.5). A version registered before the
-pyfunc existed (Keras flavor only) is scored the same way, with the threshold
-from its registry tags.
+params.yaml, threshold 0 and no calibration (probability sigmoid(-logit)). A version
+registered before the pyfunc existed (Keras flavor only) is scored the same way, with the
+threshold from its registry tags.
 
 A file that cannot be decoded gets its own error row; the others are still
 scored, and the exit code (1) says that something failed.
@@ -33,6 +39,13 @@ from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import Params
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
+CSV_COLUMNS = ("path", "fake_probability", "label", "score")
+# The pyfunc flavor's loader of a `DetectorModel`: MLflow 3 records models from code under
+# `loaders.code_model`, older versions pickled ones under `model`. Anything else (the keras
+# flavor's own pyfunc, "mlflow.keras") is a Keras-only version registered before the pyfunc.
+# Missing the first sent every champion down the Keras-only path, where the served config -
+# its features, calibration and threshold - was ignored.
+PYFUNC_LOADERS = ("mlflow.pyfunc.loaders.code_model", "mlflow.pyfunc.model")
 
 
 def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
@@ -133,7 +146,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
         loader = str(info.flavors.get("python_function", {}).get("loader_module") or "")
         # Our detector is a python model ("models from code": mlflow.pyfunc.loaders.
         # code_model); a Keras-only version's pyfunc loader is mlflow.keras.
-        if loader.startswith("mlflow.pyfunc"):
+        if loader in PYFUNC_LOADERS:
             model = mlflow.pyfunc.load_model(uri)
             config = getattr(model.unwrap_python_model(), "config", None)
             if config is None:
@@ -161,11 +174,13 @@ def score_files(scorer: Scorer, files: list[Path]) -> list[dict[str, Any]]:
     for path, (_, out) in zip(files, scores.iterrows(), strict=True):
         error = out.get("error") or ""
         probability = out.get("fake_probability")
+        score = out.get("score")  # absent from a model logged before scores were served
         rows.append(
             {
                 "path": str(path),
                 "fake_probability": "" if error else round(float(probability), 6),
                 "label": "error" if error else str(out["label"]),
+                "score": "" if error or score is None else round(float(score), 6),
                 "windows": int(out.get("windows", 0) or 0),
                 "error": str(error),
             }
@@ -189,9 +204,9 @@ def run(params: Params | None, inputs: list[str], model_uri: str | None, fmt: st
         print(json.dumps(rows, indent=2))
     else:
         writer = csv.writer(sys.stdout)
-        writer.writerow(("path", "fake_probability", "label"))
+        writer.writerow(CSV_COLUMNS)
         for row in rows:
-            writer.writerow((row["path"], row["fake_probability"], row["label"]))
+            writer.writerow(tuple(row[name] for name in CSV_COLUMNS))
     failed = [row for row in rows if row["error"]]
     for row in failed:
         print(f"deepfake-audio: error: {row['error']}", file=sys.stderr)

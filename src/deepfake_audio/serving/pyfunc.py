@@ -11,11 +11,22 @@ validation. `mlflow models serve -m models:/<name>@champion` and
               audio_base64   the bytes of any file libsndfile decodes, base64
               path           a file the scoring process can read
             (image models - features.kind: image - take image_base64 or path of a PNG/JPG)
-    output  fake_probability  sigmoid(-mean bona fide logit), in [0, 1]
+    output  fake_probability  P(spoof | audio) at the config's `target_prior`: the mean bona
+                              fide logit through the calibration fitted on validation (a
+                              log-likelihood ratio), then Bayes' rule; a config without a
+                              calibration (format 1, or `calibration.method: none`) gives
+                              sigmoid(-mean logit) as before
             label             "real" when the mean logit is above the threshold, else "fake";
                               "error" for a row that could not be scored
             windows           how many model-length windows the row was scored in
             error             empty, or the one-line reason the row was not scored
+            score             the raw mean bona fide logit (higher = bona fide, the ASVspoof
+                              convention), for anyone who calibrates or thresholds it themselves
+
+The threshold is on the raw score, so `label` never depends on rounding in the calibration:
+the train stage converts its rule (the Bayes threshold of `calibration.target_prior`,
+`c_miss` and `c_fa` on the calibrated LLR, or the validation EER threshold) into the raw
+logit that makes the same decisions (`Calibration.raw_threshold`).
 
 Every row goes through the training code: `audio.load_wave` (decode, mono,
 resample, loudness) and `core.features.clip_features` (log-mel or LFCC), or
@@ -54,15 +65,19 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from deepfake_audio.core.calibration import Calibration
 from deepfake_audio.core.params import FeaturesParams, LfccParams
 
-CONFIG_FORMAT = 1
+# 2: adds `calibration` (a `Calibration.to_dict`, or null) and `target_prior`. Format 1
+# configs (no calibration) are still read: their fake_probability is sigmoid(-logit).
+CONFIG_FORMAT = 2
 KERAS_ARTIFACT = "keras_model"
 CONFIG_ARTIFACT = "config"
 KERAS_FILE = "model.keras"  # the keras flavor's loader looks for <data>/model.keras
 AUDIO_COLUMNS = ("audio_base64", "path")
 IMAGE_COLUMNS = ("image_base64", "path")
-OUTPUT_COLUMNS = ("fake_probability", "label", "windows", "error")
+# `score` is last: clients that read the first four columns by position keep working.
+OUTPUT_COLUMNS = ("fake_probability", "label", "windows", "error", "score")
 # Windows start every half window: each moment of a long recording is seen by two windows,
 # once away from a window edge.
 WINDOW_HOP = 0.5
@@ -96,19 +111,77 @@ def features_from_dict(raw: dict[str, Any]) -> FeaturesParams:
     return FeaturesParams(**values)
 
 
-def make_config(features: dict[str, Any], threshold: float, **extra: Any) -> dict[str, Any]:
-    """The serving config stored next to the Keras model (JSON-serialisable)."""
+def make_config(
+    features: dict[str, Any],
+    threshold: float,
+    calibration: Calibration | None = None,
+    target_prior: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The serving config stored next to the Keras model (JSON-serialisable).
+
+    Args:
+        threshold: raw mean-logit threshold; a clip is "real" above it.
+        calibration: the score -> LLR map fitted on validation; None serves sigmoid(-logit)
+            as format 1 did.
+        target_prior: P(spoof) that turns the LLR into `fake_probability`; required with a
+            calibration (a probability without a stated prior means nothing).
+    """
     fp = features_from_dict(features)
-    return {
+    if calibration is not None and target_prior is None:
+        raise ValueError("a calibrated config needs the target_prior its probabilities assume")
+    config = {
         "format": CONFIG_FORMAT,
         "features": features,
         "input_shape": list(fp.input_shape),
         "threshold": float(threshold),
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "target_prior": float(target_prior) if target_prior is not None else None,
         "score": "bonafide_logit",
         "aggregation": "mean_logit",
         "window_hop": WINDOW_HOP,
         **extra,
     }
+    OutputRule.from_config(config)  # refuse to log a config the model could not serve
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRule:
+    """How a clip's mean logit becomes the served `fake_probability` and `label`.
+
+    Read from the config once, when the model loads, so a stale or hand-edited config fails
+    at load time with its reason rather than on the first request.
+    """
+
+    threshold: float
+    calibration: Calibration | None = None
+    target_prior: float | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> OutputRule:
+        threshold = float(config["threshold"])
+        if math.isnan(threshold):
+            raise ValueError("serving config threshold is NaN")
+        raw = config.get("calibration")  # absent in format 1
+        if raw is None:
+            return cls(threshold)
+        prior = config.get("target_prior")
+        if isinstance(prior, bool) or not isinstance(prior, int | float) or not 0 < prior < 1:
+            raise ValueError(f"serving config target_prior {prior!r} is not between 0 and 1")
+        return cls(threshold, Calibration.from_dict(raw), float(prior))
+
+    def fake_probability(self, scores: np.ndarray) -> np.ndarray:
+        """P(spoof) per mean logit: calibrated at `target_prior`, else sigmoid(-logit)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.calibration is None or self.target_prior is None:
+            from scipy.special import expit
+
+            return expit(-scores)
+        return self.calibration.fake_probability(scores, self.target_prior)
+
+    def label(self, score: float) -> str:
+        return "real" if score > self.threshold else "fake"
 
 
 def input_columns(kind: str) -> tuple[str, str]:
@@ -116,7 +189,7 @@ def input_columns(kind: str) -> tuple[str, str]:
 
 
 def signature(kind: str) -> Any:
-    """Either input column (both optional strings: send exactly one) and the four outputs."""
+    """Either input column (both optional strings: send exactly one) and the outputs."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -127,6 +200,7 @@ def signature(kind: str) -> Any:
             ColSpec("string", "label"),
             ColSpec("long", "windows"),
             ColSpec("string", "error"),
+            ColSpec("double", "score"),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -166,6 +240,7 @@ class Detector:
         self.config = config
         self.features = features_from_dict(config["features"])
         self.threshold = float(config["threshold"])
+        self.rule = OutputRule.from_config(config)
         self.hop = max(1, int(round(self.features.n_samples * config.get("window_hop", 0.5))))
         self.columns = input_columns(self.features.kind)
         expected = tuple(config.get("input_shape", self.features.input_shape))
@@ -227,8 +302,6 @@ class Detector:
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One output row per input row (same index), in the order given."""
-        from scipy.special import expit
-
         column = self.column(frame)
         errors: list[str] = []
         parts: list[np.ndarray] = []
@@ -242,18 +315,18 @@ class Detector:
         counts = [len(p) for p in parts]
         stacked = np.concatenate(parts) if any(counts) else None
         logits = self.logits(stacked) if stacked is not None else np.empty(0)
-        probabilities: list[float | None] = []
-        labels: list[str] = []
+        means: list[float | None] = []
         start = 0
         for count, error in zip(counts, errors, strict=True):
             if error:
-                probabilities.append(None)
-                labels.append("error")
+                means.append(None)
                 continue
-            mean = float(np.mean(logits[start : start + count]))
+            means.append(float(np.mean(logits[start : start + count])))
             start += count
-            probabilities.append(float(expit(-mean)))
-            labels.append("real" if mean > self.threshold else "fake")
+        scored = np.array([m for m in means if m is not None], dtype=np.float64)
+        calibrated = iter(self.rule.fake_probability(scored).tolist())
+        probabilities = [None if m is None else next(calibrated) for m in means]
+        labels = ["error" if m is None else self.rule.label(m) for m in means]
         dtype = object if any(errors) else "float64"  # None, not NaN: JSON null when served
         return pd.DataFrame(
             {
@@ -261,6 +334,7 @@ class Detector:
                 "label": pd.Series(labels, index=frame.index, dtype=object),
                 "windows": pd.Series(counts, index=frame.index, dtype="int64"),
                 "error": pd.Series(errors, index=frame.index, dtype=object),
+                "score": pd.Series(means, index=frame.index, dtype=dtype),
             }
         )
 

@@ -25,6 +25,7 @@ CNN stands against the field's standard baseline (ASVspoof 2015-2021) on the sam
    under the spoof model (a log-likelihood ratio: higher = more bona fide, the convention of
    `deepfake_audio.core.metrics`), scored on the validation and test splits.
 5. The numbers are those of the evaluate stage (`core.reporting.summarise`): test EER, minDCF,
+   actDCF and Cllr (the scores are already LLRs: reported as they are, uncalibrated), minCllr,
    ROC AUC, per-attack EER, accuracy at the validation split's EER threshold. They go to
    `reports/baseline.json` (a DVC metrics file; evaluate copies the EER and minDCF into
    `reports/metrics.json`) and to an MLflow run tagged ``stage=baseline`` with the dataset
@@ -292,7 +293,8 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
         mlflow.log_artifact(str(out), artifact_path="baseline")
     print(
         f"baseline LFCC-GMM ({bp.components} components): test EER {report['test_eer']:.2%}, "
-        f"minDCF {report['test_min_dcf']:.4f}; features {features_seconds:.1f} s, "
+        f"minDCF {report['test_min_dcf']:.4f}, actDCF {report['test_act_dcf']:.4f}, "
+        f"Cllr {report['test_cllr']:.4f} bits; features {features_seconds:.1f} s, "
         f"EM {fit_seconds:.1f} s",
         file=sys.stderr,
     )

@@ -1,17 +1,25 @@
 """The evaluate stage: the field's numbers for the trained model, honestly chosen.
 
 The EER is threshold-free. The decision threshold used for accuracy and the
-classification report is the validation split's EER threshold, fixed before
-the test split is scored; the notebook picked it on the test set itself, which
-flatters accuracy. Its number is reported too, clearly labelled, for comparison.
+classification report is the one the model serves, fixed on the validation split by
+the train stage before the test split is scored (`calibration.threshold`: the Bayes
+threshold of the calibrated LLR, or the validation EER threshold); the notebook picked
+it on the test set itself, which flatters accuracy. Its number is reported too, clearly
+labelled, for comparison.
+
+ASVspoof 5 ranks systems by minDCF, actDCF and Cllr next to the EER. actDCF and Cllr
+judge the score *values* as log-likelihood ratios, so they are reported twice: ``*_raw``
+for the logit read as an LLR, and plain for the calibrated LLR the model serves (the
+calibration the train stage fitted on validation, from `models/run.json`). EER, minDCF
+and minCllr depend only on the order of the scores: calibration cannot change them.
 
 The LFCC-GMM baseline's test EER and minDCF (the baseline stage, `reports/baseline.json`)
 go into the same report and the same MLflow run, so every run shows where the CNN stands
 against the field's classic baseline on the same clips.
 
-Plots: CSV files for `dvc plots` (ROC; DET on normal-deviate axes; confusion; score
-histograms per class) and the same as PNG figures, logged to MLflow under
-``evaluation/plots``.
+Plots: CSV files for `dvc plots` (ROC; DET on normal-deviate axes with its EER, minDCF
+and actDCF points; confusion; score histograms per class; reliability before and after
+calibration) and the same as PNG figures, logged to MLflow under ``evaluation/plots``.
 """
 
 from __future__ import annotations
@@ -23,9 +31,16 @@ from typing import Any
 import numpy as np
 
 from deepfake_audio.core import metrics
+from deepfake_audio.core.calibration import Decision
 from deepfake_audio.core.io import read_json, replacing, write_csv, write_json
 from deepfake_audio.core.params import Params
-from deepfake_audio.core.reporting import BASELINE_METRICS_KEYS, details, summarise
+from deepfake_audio.core.reporting import (
+    BASELINE_METRICS_KEYS,
+    details,
+    operating_points,
+    reliability_curves,
+    summarise,
+)
 
 # DET rates are clipped to [DET_CLIP, 1 - DET_CLIP] before the probit: 0 and 1 map to
 # -3.72 / +3.72 normal deviates (0.01 % / 99.99 %) instead of infinities.
@@ -69,13 +84,21 @@ def score_histogram(
 
 
 def write_plots(
-    plots: Path, test_scores: np.ndarray, test_targets: np.ndarray, threshold: float
+    plots: Path,
+    test_scores: np.ndarray,
+    test_targets: np.ndarray,
+    threshold: float,
+    decision: Decision | None = None,
 ) -> list[Path]:
     """CSV files that `dvc plots` renders with the templates declared in dvc.yaml.
 
     ``det.csv`` holds the rates (``far``, ``frr``) and their normal deviates
-    (``far_probit``, ``frr_probit``), which dvc.yaml plots, as ASVspoof's DET plots do.
+    (``far_probit``, ``frr_probit``), which dvc.yaml plots, as ASVspoof's DET plots do;
+    ``det_points.csv`` the same columns for the EER, minDCF and actDCF points.
     ``score_histogram.csv``: ``bin_center,bonafide,spoof``, each class's share per bin.
+    ``reliability_raw.csv`` / ``reliability_calibrated.csv``: per non-empty bin the mean
+    predicted P(spoof) (``predicted``, at the test split's spoof share) and the observed fake
+    rate (``observed``), before and after calibration (`reporting.reliability_curves`).
     """
     plots = Path(plots)
     plots.mkdir(parents=True, exist_ok=True)
@@ -113,7 +136,33 @@ def write_plots(
                 strict=True,
             ),
         ),
+        "det_points.csv": (
+            ("point", "far", "frr", "far_probit", "frr_probit"),
+            (
+                (
+                    p["point"],
+                    round(p["far"], 6),
+                    round(p["frr"], 6),
+                    round(float(probit(p["far"])), 6),
+                    round(float(probit(p["frr"])), 6),
+                )
+                for p in operating_points(test_scores, test_targets, decision)
+            ),
+        ),
     }
+    curves = reliability_curves(test_scores, test_targets, decision)
+    for suffix, name in (("_raw", "reliability_raw.csv"), ("", "reliability_calibrated.csv")):
+        curve = curves[suffix]
+        filled = curve.counts > 0
+        tables[name] = (
+            ("predicted", "observed", "clips"),
+            zip(
+                curve.mean_predicted[filled].round(6),
+                curve.observed_fake_rate[filled].round(6),
+                curve.counts[filled],
+                strict=True,
+            ),
+        )
     return [write_csv(plots / name, header, rows) for name, (header, rows) in tables.items()]
 
 
@@ -128,8 +177,10 @@ def write_figures(
     test_targets: np.ndarray,
     threshold: float,
     title: str = "test split",
+    decision: Decision | None = None,
 ) -> list[Path]:
-    """PNG figures of the plots: ROC, DET (normal-deviate axes), confusion, score histograms.
+    """PNG figures of the plots: ROC, DET (normal-deviate axes, with its EER, minDCF and
+    actDCF points), confusion, score histograms, reliability before/after calibration.
 
     Matplotlib's object API on the Agg canvas: no pyplot state, no display needed.
     """
@@ -170,6 +221,27 @@ def write_figures(
     ax = fig.add_subplot()
     ax.plot(probit(far), probit(frr), label="DET")
     ax.plot(probit(eer), probit(eer), "o", label=f"EER {eer:.2%}")
+    raw_llr = np.asarray(test_scores, dtype=np.float64)
+    served_llr = decision.llr(raw_llr) if decision is not None else raw_llr
+    costs = {
+        "minDCF": metrics.min_dcf(bona, spoof)[0],
+        "actDCF raw": metrics.act_dcf(raw_llr[test_targets == 1], raw_llr[test_targets == 0])[0],
+        "actDCF calibrated": metrics.act_dcf(
+            served_llr[test_targets == 1], served_llr[test_targets == 0]
+        )[0],
+    }
+    markers = {"minDCF": "s", "actDCF raw": "x", "actDCF calibrated": "D"}
+    for point in operating_points(test_scores, test_targets, decision):
+        name = point["point"]
+        if name in costs:
+            ax.plot(
+                probit(point["far"]),
+                probit(point["frr"]),
+                markers[name],
+                fillstyle="none",
+                markersize=9,
+                label=f"{name} {costs[name]:.3f}",
+            )
     ax.plot([-4, 4], [-4, 4], color="grey", linestyle=":", linewidth=1)
     ticks = [t for t in DET_TICKS if DET_CLIP <= t <= 1 - DET_CLIP]
     limits = probit(np.array([0.0005, 0.9995]))
@@ -220,6 +292,31 @@ def write_figures(
     )
     ax.legend()
     save(fig, "score_histogram.png")
+
+    curves = reliability_curves(test_scores, test_targets, decision)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+    for suffix, name, marker in (("_raw", "raw logit as LLR", "x"), ("", "calibrated", "o")):
+        curve = curves[suffix]
+        filled = curve.counts > 0
+        ece = curve.expected_calibration_error()
+        ax.plot(
+            curve.mean_predicted[filled],
+            curve.observed_fake_rate[filled],
+            marker=marker,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+    share = float(np.mean(test_targets == 0))
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel=f"predicted P(spoof) at the split's spoof share {share:.2f}",
+        ylabel="observed fake rate",
+        title=f"reliability, {title}",
+    )
+    ax.legend(loc="upper left")
+    save(fig, "reliability.png")
     return written
 
 
@@ -247,6 +344,9 @@ def run(
     from deepfake_audio.ops import runtime, tracking
 
     run_info = read_json(run_info_path, "the training run")
+    # The calibration and threshold the model serves; a run.json from before calibration
+    # has none: the validation EER threshold and the raw logit, as then.
+    decision = Decision.from_dict(run_info["decision"]) if run_info.get("decision") else None
     baseline = baseline_numbers(baseline_path)
     tracking.connect(params.mlflow.experiment_name)
     runtime.configure(params.seed)
@@ -264,13 +364,15 @@ def run(
         test_targets,
         test_manifest["attack"].astype(str).to_numpy(),
         train_attacks=data.manifest("train")["attack"].astype(str).to_numpy(),
+        decision=decision,
     )
     summary["synthetic_demo_corpus"] = params.data.source == "demo"
     summary.update(baseline)
     write_json(metrics_path, summary)
     detail_path = Path(metrics_path).with_name("evaluation.json")
-    write_json(detail_path, details(summary["threshold"], test_scores, test_targets))
-    written = write_plots(plots, test_scores, test_targets, summary["threshold"])
+    threshold = decision.threshold if decision is not None else summary["threshold"]
+    write_json(detail_path, details(threshold, test_scores, test_targets))
+    written = write_plots(plots, test_scores, test_targets, threshold, decision)
 
     flat = {
         k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -278,7 +380,9 @@ def run(
     flat.update({f"test_eer_{a}": v for a, v in summary["test_per_attack_eer"].items()})
     flat["notebook_style_test_accuracy"] = summary["notebook_style"]["test_accuracy"]
     with tempfile.TemporaryDirectory(prefix="deepfake-audio-figures-") as figures:
-        pictures = write_figures(Path(figures), test_scores, test_targets, summary["threshold"])
+        pictures = write_figures(
+            Path(figures), test_scores, test_targets, threshold, decision=decision
+        )
         with mlflow.start_run(run_id=run_info["run_id"]):
             mlflow.log_metrics(flat)
             mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
@@ -287,9 +391,13 @@ def run(
                 mlflow.log_artifact(str(path), artifact_path="evaluation/plots")
             mlflow.set_tag("test_eer", f"{summary['test_eer']:.6f}")
     demo = " (synthetic demo corpus)" if summary["synthetic_demo_corpus"] else ""
+    rule = decision.rule if decision is not None else "validation_eer"
     print(
-        f"test EER {summary['test_eer']:.2%}{demo}; accuracy {summary['test_accuracy']:.2%} at the "
-        f"validation threshold {summary['threshold']:.4f}",
+        f"test EER {summary['test_eer']:.2%}{demo}; minDCF {summary['test_min_dcf']:.4f}, "
+        f"actDCF {summary['test_act_dcf_raw']:.4f} raw -> {summary['test_act_dcf']:.4f} "
+        f"calibrated, Cllr {summary['test_cllr_raw']:.4f} -> {summary['test_cllr']:.4f} bits "
+        f"(minCllr {summary['test_min_cllr']:.4f}); accuracy {summary['test_accuracy']:.2%} at "
+        f"the served threshold {threshold:.4f} ({rule})",
         file=sys.stderr,
     )
     return summary

@@ -5,6 +5,14 @@ trial's weights, as the notebook did) makes the final model a function of
 params.yaml and the data alone. The MLflow run created here is the model's
 run: evaluate logs its metrics to it and register registers its model, found
 through `models/run.json`.
+
+Calibration happens here too, on the validation split's logits: a logistic (or isotonic)
+map from logit to log-likelihood ratio and the served threshold (`calibration.*`), stored
+in the served model's config and in `models/run.json` for evaluate and register. Why not a
+stage of its own: the served config is logged with the model, in this run, and a separate
+stage would have to log a second copy of the model (or move the model logging out of
+train and change what `models/run.json` means to evaluate and register). The price: a
+change of `calibration.*` reruns training, which is seeded and gives the same weights.
 """
 
 from __future__ import annotations
@@ -15,25 +23,36 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_audio.core.calibration import Decision, decide_on_validation
 from deepfake_audio.core.io import read_json, replacing, write_json
 from deepfake_audio.core.params import Params
 
 
-def validation_threshold(model: Any, val: Any, targets: np.ndarray) -> float:
-    """The validation split's EER threshold on the bona fide logit, as evaluate picks it.
+def validation_scores(model: Any, val: Any) -> np.ndarray:
+    """Bona fide logits of the validation split, in manifest order."""
+    return np.asarray(model.predict(val, verbose=0), dtype=np.float64).ravel()
 
-    Stored with the served model, which labels a clip real above it. Falls back to 0
-    (probability 0.5) when the scores carry no ranking; evaluate then says why.
+
+def choose_decision(params: Params, scores: np.ndarray, targets: np.ndarray) -> Decision:
+    """Calibration and served threshold from the validation split (`calibration.*` params).
+
+    Here rather than in a stage of its own: the served config - the calibration included -
+    is logged with the model in this run, and these validation logits are computed here
+    anyway. Warnings (a fit that cannot serve) go to stderr; evaluate reports the result.
     """
-    from deepfake_audio.core.metrics import compute_eer
-
-    scores = np.asarray(model.predict(val, verbose=0), dtype=np.float64).ravel()
-    targets = np.asarray(targets)
-    try:
-        return float(compute_eer(scores[targets == 1], scores[targets == 0])[1])
-    except ValueError as exc:
-        print(f"warning: no validation threshold ({exc}); the model uses 0", file=sys.stderr)
-        return 0.0
+    cp = params.calibration
+    decision = decide_on_validation(
+        scores,
+        np.asarray(targets),
+        method=cp.method,  # type: ignore[arg-type]
+        rule=cp.threshold,
+        target_prior=cp.target_prior,
+        c_miss=cp.c_miss,
+        c_fa=cp.c_fa,
+    )
+    for warning in decision.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return decision
 
 
 def run(
@@ -99,16 +118,33 @@ def run(
         with replacing(model_path, keep_suffix=True) as tmp:  # Keras wants the .keras suffix
             model.save(tmp)
 
-        # The registered model: raw audio in, fake probability out, with the features this
-        # model was trained with and the validation threshold (see serving.py).
-        threshold = validation_threshold(model, val, data.labels("validation"))
+        # The registered model: raw audio in, calibrated fake probability out, with the
+        # features this model was trained with, and the calibration and threshold chosen on
+        # validation (see serving/pyfunc.py).
+        decision = choose_decision(params, validation_scores(model, val), data.labels("validation"))
+        threshold = decision.threshold
         config = serving.make_config(
             data.meta["features"],
             threshold,
+            calibration=decision.calibration,
+            target_prior=decision.target_prior if decision.calibration else None,
+            threshold_rule=decision.rule,
+            llr_threshold=decision.llr_threshold,
+            c_miss=decision.c_miss,
+            c_fa=decision.c_fa,
             architecture=params.model.architecture,
             dataset_digest=digest,
             train_run_id=run_id,
         )
+        mlflow.log_params({f"calibration.{k}": v for k, v in params.section("calibration").items()})
+        if decision.calibration is not None and decision.calibration.method == "logistic":
+            mlflow.log_metrics(
+                {
+                    "calibration_slope": decision.calibration.slope,
+                    "calibration_offset": decision.calibration.offset,
+                }
+            )
+        mlflow.log_metric("served_threshold", threshold)
         info = serving.log_model(model_path, config)
         result = {
             "run_id": run_id,
@@ -117,6 +153,7 @@ def run(
             "logged_model_uri": info.model_uri,
             "model_id": info.model_id,
             "threshold": threshold,
+            "decision": decision.to_dict(),
             "dataset_digest": digest,
             "epochs_run": epochs_run,
             "tracking_uri": tracking.tracking_uri(),

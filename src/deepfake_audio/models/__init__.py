@@ -1,12 +1,12 @@
 """Architectures and the hyperparameter search space.
 
-Both architectures read the notebook's hyperparameter names, so trials of
-either line up in the MLflow compare view. Both start with a Normalization
+Every architecture reads the notebook's hyperparameter names, so trials of
+any line up in the MLflow compare view. Each starts with a Normalization
 layer that holds the training split's statistics (per mel bin / coefficient,
-or per colour channel): the saved model takes raw features, and serving
-cannot forget to normalise.
+per colour channel, or one for all samples of a waveform): the saved model
+takes raw features, and serving cannot forget to normalise.
 
-Both end in a single float32 logit, "higher = more bona fide" (the ASVspoof
+Each ends in a single float32 logit, "higher = more bona fide" (the ASVspoof
 score convention). The notebook ended in a sigmoid; a logit carries the same
 ranking without saturating into ties, which would make the EER meaningless.
 """
@@ -23,6 +23,7 @@ from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.params import Choice, FloatRange, Hyperparameter, IntRange, Params
 from deepfake_audio.models.compact_cnn import compact_cnn
 from deepfake_audio.models.seed_cnn import seed_cnn
+from deepfake_audio.models.wave_cnn import wave_cnn
 
 
 def declare(hp: Any, name: str, spec: Hyperparameter) -> Any:
@@ -48,13 +49,13 @@ def _normalisation(mean: np.ndarray, std: np.ndarray, axis: int) -> keras.layers
 
 # One architecture a file; each maps hyperparameter values and the normalised input
 # to the layer before the logit.
-ARCHITECTURES = {"seed_cnn": seed_cnn, "compact_cnn": compact_cnn}
+ARCHITECTURES = {"seed_cnn": seed_cnn, "compact_cnn": compact_cnn, "wave_cnn": wave_cnn}
 
 
 def build(
     values: dict[str, Any],
     architecture: str,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,
@@ -62,7 +63,8 @@ def build(
     """A compiled model for one set of hyperparameter values.
 
     `norm_axis` is where the dataset's statistics run: 1 for spectral rows (mel
-    bins, cepstral coefficients), 3 for the colour channels of images.
+    bins, cepstral coefficients), 3 for the colour channels of images, 2 for the one
+    channel of a waveform input (n_samples, 1): a single mean and variance over all samples.
     """
     name = "image" if input_shape[-1] == 3 else "features"
     inputs = keras.Input(shape=input_shape, name=name)
@@ -84,7 +86,7 @@ def build(
 
 def hypermodel(
     params: Params,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,

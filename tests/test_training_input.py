@@ -280,6 +280,21 @@ def test_codec_copies_decode_differ_and_stay_with_their_source(built: dict) -> N
         assert sorted(a.split("@")[0] for a in group["augmentation"]) == ["mp3", "ogg"]
 
 
+def test_a_bad_training_file_is_reported_once_and_gets_no_copies(
+    built: dict, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(built["corpus"], corpus)
+    (corpus / "training" / "real" / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    params = _params(corpus, augment=AUGMENT)
+    summary = dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert summary["rejected"] == 1 and summary["train_codec_copies"] == 12
+    bad = (tmp_path / "reports" / "bad_files.csv").read_text().splitlines()
+    assert len(bad) == 2 and "broken.wav" in bad[1]
+    manifest = SpectrogramDataset(tmp_path / "spec").manifest("train")
+    assert not manifest["path"].str.contains("broken").any()
+
+
 def test_the_baseline_sees_the_same_source_clips(built: dict, tmp_path: Path) -> None:
     from deepfake_audio.stages import baseline
 

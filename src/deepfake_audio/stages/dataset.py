@@ -77,19 +77,11 @@ MANIFEST_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class _Task:
-    """One row to write: a clip (copy 0) or its codec copy number `copy` (1, 2, ...)."""
-
-    clip: Clip
-    copy: int = 0
-
-
-@dataclass(frozen=True)
 class _Job:
     """What every worker of one build needs, inherited through fork rather than pickled with
-    each clip: tasks are then bare indices into `tasks`."""
+    each clip: tasks are then bare indices into `clips`."""
 
-    tasks: list[_Task]
+    clips: list[Clip]
     root: str
     features: FeaturesParams
     augment: AugmentParams = AugmentParams()
@@ -99,6 +91,11 @@ class _Job:
     def keeps_waves(self) -> bool:
         """Whether training waves are stored (augmentation on, an audio kind)."""
         return self.augment.applies_to(self.features.kind)
+
+    @property
+    def copies(self) -> int:
+        """Codec copies made of each training clip."""
+        return self.augment.codec_copies if self.keeps_waves else 0
 
 
 # Set by `extraction_pool` for the lifetime of its pool (the workers are forked from it).
@@ -193,15 +190,22 @@ def _moments(feats: np.ndarray) -> _Moments:
     return np.atleast_1d(values.sum(axis=axes)), np.atleast_1d(np.square(values).sum(axis=axes))
 
 
-def _extract(
-    index: int,
-) -> tuple[int, np.ndarray | None, dict[str, Any], _Moments | None]:
-    """Runs in a worker process: row `index` of the build in, its stored features (float16, or
-    int16 for waveforms) and their moments (or its error) out. A training row of a build that
-    keeps waves also brings its int16 wave (meta "wave", padded to max_samples) and length."""
+# One row of the build as a worker returns it: (copy number, stored features or None on
+# error, manifest metadata or {"error": reason}, normalisation moments or None).
+_Row = tuple[int, np.ndarray | None, dict[str, Any], _Moments | None]
+
+
+def _extract(index: int) -> tuple[int, list[_Row]]:
+    """Runs in a worker process: clip `index` of the build in, its rows out.
+
+    The first row is the clip itself (copy 0): its stored features (float16, or int16 for
+    waveforms) and their moments, or its error. A training clip of a build that keeps waves
+    also brings its int16 wave (meta "wave", padded to max_samples) and real length, and
+    then one row per codec copy, made from the same decoded wave (decoding or generating a
+    clip costs more than the round trip itself).
+    """
     assert _JOB is not None, "_extract runs only in an extraction_pool worker"
-    task, fp, root = _JOB.tasks[index], _JOB.features, _JOB.root
-    clip = task.clip
+    clip, fp, root = _JOB.clips[index], _JOB.features, _JOB.root
     keep = _JOB.keeps_waves and clip.split == "train"
     try:
         if clip.demo_seed is not None:
@@ -210,24 +214,45 @@ def _extract(
             feats, meta = file_features(Path(root) / clip.path, fp, keep_wave=True)
         else:
             feats, meta = file_features(Path(root) / clip.path, fp)
+        stored = None
         if keep:
             wave = meta.pop("wave")
             length = min(int(wave.size), fp.max_samples)
             stored = fix_length(wave, fp.max_samples, crop=fp.crop, pad=fp.pad)[:length]
-            if task.copy:
-                stored, meta["augmentation"] = _codec_copy(stored, clip, task.copy)
-                feats = clip_features(fix_length(stored, fp.n_samples, fp.crop, fp.pad), fp)
             meta["wave"] = encode_waves(fix_length(stored, fp.max_samples, fp.crop, fp.pad))
             meta["wave_samples"] = length
-        if not np.all(np.isfinite(feats)):
-            raise BadFile(f"{clip.path}: features are not finite")
-        return index, _stored(feats, fp), meta, _moments(feats)
-    except (BadFile, UserError) as exc:
-        # Name the file relative to data.path, as the manifests and bad_files.csv do.
-        message = str(exc).replace(str(Path(root) / clip.path), clip.path)
-        if not isinstance(exc, BadFile):
-            message = f"{clip.path}: {message}"
-        return index, None, {"error": message}, None
+        rows = [_row(0, feats, meta, clip, fp)]
+    except BadFile as exc:
+        return index, [(0, None, {"error": _relative(str(exc), clip, root)}, None)]
+    if stored is not None:
+        rows.extend(_copy_row(stored, clip, copy, meta) for copy in range(1, _JOB.copies + 1))
+    return index, rows
+
+
+def _row(copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp) -> _Row:
+    if not np.all(np.isfinite(feats)):
+        raise BadFile(f"{clip.path}: features are not finite")
+    return copy, _stored(feats, fp), meta, _moments(feats)
+
+
+def _copy_row(stored: np.ndarray, clip: Clip, copy: int, source: dict[str, Any]) -> _Row:
+    """Codec copy `copy` of a training clip's stored wave, as a row (or its error)."""
+    assert _JOB is not None
+    fp = _JOB.features
+    try:
+        wave, augmentation = _codec_copy(stored, clip, copy)
+        feats = clip_features(fix_length(wave, fp.n_samples, fp.crop, fp.pad), fp)
+        meta = {k: v for k, v in source.items() if k not in ("wave", "augmentation")}
+        meta["augmentation"] = augmentation
+        meta["wave"] = encode_waves(fix_length(wave, fp.max_samples, fp.crop, fp.pad))
+        return _row(copy, feats, meta, clip, fp)
+    except (BadFile, UserError, ValueError) as exc:
+        return copy, None, {"error": _relative(f"{clip.path}: {exc}", clip, _JOB.root)}, None
+
+
+def _relative(message: str, clip: Clip, root: str) -> str:
+    """Name the file relative to data.path, as the manifests and bad_files.csv do."""
+    return message.replace(str(Path(root) / clip.path), clip.path)
 
 
 def _stored(feats: np.ndarray, fp: FeaturesParams) -> np.ndarray:
@@ -273,15 +298,15 @@ def _codec_copy(wave: np.ndarray, clip: Clip, copy: int) -> tuple[np.ndarray, st
 
 @contextlib.contextmanager
 def extraction_pool(
-    clips: list[Clip] | list[_Task],
+    clips: list[Clip],
     root: str,
     fp: FeaturesParams,
     augment: AugmentParams | None = None,
     seed: int = 0,
-) -> Iterator[Callable[[], Iterator[tuple[int, Any, dict[str, Any], Any]]]]:
-    """A worker pool over `clips` (or build tasks: clips and their codec copies); yields a
-    function that streams `_extract` of every one, in order, each time it is called (the
-    benchmark calls it repeatedly on a warm pool).
+) -> Iterator[Callable[[], Iterator[tuple[int, list[_Row]]]]]:
+    """A worker pool over `clips`; yields a function that streams `_extract` of every clip
+    (its row and its codec copies' rows), in order, each time it is called (the benchmark
+    calls it repeatedly on a warm pool).
 
     Everything a worker needs is in place before the fork, so a task is one integer and each
     message back carries 16 clips: per-clip pickling in the parent was what kept two workers
@@ -302,16 +327,15 @@ def extraction_pool(
     if fp.kind == "image":
         from deepfake_audio.core import images  # noqa: F401
     workers = _workers(fp)
-    tasks = [c if isinstance(c, _Task) else _Task(c) for c in clips]
     # Large chunks save parent CPU; small datasets still get every worker busy.
-    chunk = max(1, min(16, len(tasks) // (4 * workers)))
-    _JOB = _Job(tasks, str(root), fp, augment or AugmentParams(), seed)
+    chunk = max(1, min(16, len(clips) // (4 * workers)))
+    _JOB = _Job(clips, str(root), fp, augment or AugmentParams(), seed)
     # With fork, the executor starts every worker on the first map, before its own thread.
     pool = ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
     )
     try:
-        yield lambda: _worker_results(pool.map(_extract, range(len(tasks)), chunksize=chunk))
+        yield lambda: _worker_results(pool.map(_extract, range(len(clips)), chunksize=chunk))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         _JOB = None
@@ -472,19 +496,6 @@ class _Progress:
             print(line, file=sys.stderr, flush=True)
 
 
-def _tasks(params: Params, clips: list[Clip]) -> list[_Task]:
-    """Every row of the build in order: each clip, and after each training clip its codec
-    copies (augmentation on, an audio kind)."""
-    augment = params.augment
-    copies = augment.codec_copies if augment.applies_to(params.features.kind) else 0
-    tasks = []
-    for clip in clips:
-        tasks.append(_Task(clip))
-        if clip.split == "train":
-            tasks.extend(_Task(clip, k) for k in range(1, copies + 1))
-    return tasks
-
-
 def _write_splits(
     params: Params, clips: list[Clip], tmp: Path
 ) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float, int]:
@@ -499,70 +510,66 @@ def _write_splits(
     copies = 0
     seconds = 0.0  # duration of the source audio kept, before crop/pad
     by_split = {split: [c for c in clips if c.split == split] for split in SPLITS}
-    ordered = _tasks(params, [c for split in SPLITS for c in by_split[split]])
-    per_split = {split: [t for t in ordered if t.clip.split == split] for split in SPLITS}
+    ordered = [c for split in SPLITS for c in by_split[split]]
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
     first_seen: dict[bytes, int] = {}
-    failed: set[str] = set()  # clip ids whose source could not be used: no copies either
     with extraction_pool(ordered, root, fp, params.augment, params.seed) as stream:
         # One ordered stream over all splits, so the workers never idle at a split boundary;
         # each split below takes its own clips' results off it, in order.
         results = stream()
         for split in SPLITS:
-            split_tasks = per_split[split]
+            split_clips = by_split[split]
             writer = _ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
             keep = keeps_waves and split == "train"
             waves = _WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
-            progress = _Progress(split, len(split_tasks))
+            progress = _Progress(split, len(split_clips))
             with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
                 manifest = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
                 manifest.writeheader()
-                for done in range(1, len(split_tasks) + 1):
-                    index, feats, meta, moments = next(results)
+                for done in range(1, len(split_clips) + 1):
+                    index, rows = next(results)
                     progress.update(done)
-                    task = ordered[index]
-                    clip = task.clip
-                    if feats is None:
-                        if task.copy and clip.clip_id in failed:
-                            continue  # its source is already reported
-                        if params.data.on_bad_file == "fail":
-                            raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
-                        bad.append({"path": clip.path, "split": split, "reason": meta["error"]})
-                        failed.add(clip.clip_id)
-                        continue
-                    if not task.copy:
-                        key = bytes.fromhex(meta["sha256"])
-                        other = ordered[first_seen.setdefault(key, index)].clip
-                        if other.split != split:
-                            raise UserError(
-                                f"{clip.path} ({split}) has the same audio as {other.path} "
-                                f"({other.split}): the same clip in two splits leaks the test"
-                            )
-                    shard, row = writer.add(feats, moments)
-                    wave = meta.pop("wave", None)
-                    if waves is not None and waves.add(wave) != (shard, row):
-                        raise AssertionError("wave shards out of step with feature shards")
-                    if task.copy:
-                        copies += 1
-                    else:
-                        per_label[clip.label] += 1
-                        seconds += float(meta["duration_s"] or 0.0)
-                    manifest.writerow(
-                        {
-                            "clip_id": _copy_id(clip, task.copy, meta),
-                            "path": clip.path,
-                            "split": split,
-                            "label": clip.label,
-                            "target": clip.target,
-                            "speaker": clip.speaker,
-                            "attack": clip.attack,
-                            **meta,
-                            "shard": shard,
-                            "row": row,
-                            "copy_of": clip.clip_id if task.copy else "",
-                        }
-                    )
+                    clip = ordered[index]
+                    for copy, feats, meta, moments in rows:
+                        if feats is None:
+                            if params.data.on_bad_file == "fail":
+                                raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
+                            reason = meta["error"]
+                            bad.append({"path": clip.path, "split": split, "reason": reason})
+                            continue
+                        if not copy:
+                            key = bytes.fromhex(meta["sha256"])
+                            other = ordered[first_seen.setdefault(key, index)]
+                            if other.split != split:
+                                raise UserError(
+                                    f"{clip.path} ({split}) has the same audio as {other.path} "
+                                    f"({other.split}): the same clip in two splits leaks the test"
+                                )
+                        shard, row = writer.add(feats, moments)
+                        wave = meta.pop("wave", None)
+                        if waves is not None and waves.add(wave) != (shard, row):
+                            raise AssertionError("wave shards out of step with feature shards")
+                        if copy:
+                            copies += 1
+                        else:
+                            per_label[clip.label] += 1
+                            seconds += float(meta["duration_s"] or 0.0)
+                        manifest.writerow(
+                            {
+                                "clip_id": _copy_id(clip, copy, meta),
+                                "path": clip.path,
+                                "split": split,
+                                "label": clip.label,
+                                "target": clip.target,
+                                "speaker": clip.speaker,
+                                "attack": clip.attack,
+                                **meta,
+                                "shard": shard,
+                                "row": row,
+                                "copy_of": clip.clip_id if copy else "",
+                            }
+                        )
             writer.flush()
             if waves is not None:
                 waves.flush()

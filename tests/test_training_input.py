@@ -385,11 +385,23 @@ def test_training_batches_vary_by_epoch_and_evaluation_batches_do_not(built: dic
     params = _params(built["corpus"], augment={**AUGMENT, "noise_p": 0.5})
     train = training_input(data, params).dataset
     first, second = _batches(train), _batches(train)
-    assert sum(len(y) for _, y in first) == 18  # 6 clips + 12 copies, every one once an epoch
+    assert sum(len(y) for _, y in first) == 6  # each source once an epoch (or a copy of it)
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, second, strict=True))
     val = data.tf_dataset("validation", 4)
     for (xa, _), (xb, _) in zip(_batches(val), _batches(val), strict=True):
         np.testing.assert_array_equal(xa, xb)
+
+
+def test_each_epoch_draws_a_clip_or_one_of_its_codec_copies(built: dict) -> None:
+    data: SpectrogramDataset = built["waveform"]
+    no_other = {"gain_db": [0, 0], "random_crop": False}
+    params = _params(built["corpus"], "waveform", {**AUGMENT, **no_other})
+    batches = TrainingBatches(data, params.augment, 0)
+    assert len(batches) == 6 and [len(v) for v in batches.variants] == [3] * 6
+    seen = {batches.batch(np.array([0]), seed)[0].tobytes() for seed in range(30)}
+    assert len(seen) == 3  # the source, its MP3 and its OGG copy
+    targets = {float(batches.batch(np.array([0]), seed)[1][0]) for seed in range(30)}
+    assert len(targets) == 1
 
 
 def test_augmented_training_is_deterministic_under_the_seed(built: dict) -> None:

@@ -224,11 +224,12 @@ class SpectrogramDataset:
 
         Without augmentation this is `tf_dataset("train", shuffle=True)`, the in-memory
         gather, as fast as before. With it, each batch is made in numpy by
-        `core.train_batches.TrainingBatches` from the stored training waves (random window,
-        RawBoost, noise, level matching, gain, then `clip_features` and SpecAugment) and
-        handed to TensorFlow through `tf.numpy_function`:
+        `core.train_batches.TrainingBatches` from the stored training waves (each source clip
+        or one of its codec copies, a random window, RawBoost, noise, level matching, gain,
+        then `clip_features` and SpecAugment) and handed to TensorFlow through
+        `tf.numpy_function`:
 
-            indices  Dataset.range(n).shuffle(seed, reshuffled every epoch).batch(batch_size)
+            indices  Dataset.range(n sources).shuffle(seed, reshuffled every epoch).batch(...)
             seeds    Dataset.random(seed, new values every epoch), one per batch
             batch    numpy_function(TrainingBatches.batch, [indices, batch seed])
 

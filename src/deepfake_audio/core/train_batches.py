@@ -6,6 +6,8 @@ spectrogram cannot be cropped at a random sample, noised at an SNR or passed thr
 channel after the fact. So the dataset stage keeps the training clips' waves (int16, up to
 ``features.max_seconds``) and every training batch is built here, per clip:
 
+0. the clip itself or one of its codec copies (made by the dataset stage), drawn anew each
+   epoch;
 1. a window of ``features.clip_seconds``: random (``augment.random_crop``) or the fixed
    evaluation rule (``features.crop``); a clip shorter than the window is padded as in
    evaluation (``features.pad``);
@@ -23,8 +25,8 @@ channel after the fact. So the dataset stage keeps the training clips' waves (in
 6. `core.features.clip_features` (the one transform of the dataset stage and serving) and,
    for spectral kinds, SpecAugment masks (``augment.spec_*``).
 
-Codec round trips are not here: they are slow (an MP3 encode per clip) and deterministic
-enough to make once, so the dataset stage stores them as extra training clips.
+Codec round trips are not made here: they are slow (an MP3 encode per clip) and need no
+fresh draw every epoch, so the dataset stage stores them as extra training rows once.
 
 Every random draw comes from the generator seeded for the batch, so a seed fixes the batch.
 """
@@ -142,6 +144,12 @@ def class_weights(targets: np.ndarray, mode: str) -> dict[int, float] | None:
 class TrainingBatches:
     """The training split's stored waves and targets, made into augmented batches.
 
+    An epoch is one pass over the *source* clips. A clip with codec copies (the dataset
+    stage's extra rows, ``copy_of`` naming it) is drawn as itself or as one of its copies,
+    uniformly, anew every epoch: copies teach that a codec history says nothing about the
+    class without making each epoch ``1 + codec_copies`` times longer or showing the same
+    speech several times in one epoch.
+
     The wave shards are memory-mapped, so memory is the batch, not the split (ASVspoof 2019
     LA's training waves at 4 s are ~3 GB); the page cache keeps a small split in memory.
     """
@@ -155,35 +163,50 @@ class TrainingBatches:
                 f"{data.root}: augment.enabled needs the training waves, and this dataset was "
                 "built without them; rerun `dvc repro dataset`"
             )
-        manifest = data.manifest("train").sort_values(["shard", "row"])
-        self.targets = manifest["target"].to_numpy(dtype=np.float32)
+        manifest = data.manifest("train").sort_values(["shard", "row"]).reset_index(drop=True)
         self.shard = manifest["shard"].to_numpy(dtype=np.int64)
         self.row = manifest["row"].to_numpy(dtype=np.int64)
         self.length = manifest["wave_samples"].to_numpy(dtype=np.int64)
+        rows = manifest["target"].to_numpy(dtype=np.float32)
+        copy_of = manifest["copy_of"].astype(str).to_numpy()
+        is_source = copy_of == ""
+        sources = manifest["clip_id"].astype(str).to_numpy()[is_source]
+        self.source_rows = np.flatnonzero(is_source)
+        position = {clip_id: i for i, clip_id in enumerate(sources)}
+        variants: list[list[int]] = [[int(r)] for r in self.source_rows]
+        for r in np.flatnonzero(~is_source):
+            if copy_of[r] not in position:
+                raise UserError(f"{data.root}: codec copy of an unknown clip {copy_of[r]!r}")
+            variants[position[copy_of[r]]].append(int(r))
+        self.variants = variants
+        self.targets = rows[self.source_rows]
         self.shards = [np.load(p, mmap_mode="r", allow_pickle=False) for p in data.wave_shards()]
         self.scale = np.float32(1.0 / float(data.meta["train_waves"]["full_scale"]))
         if len(self.shards) <= int(self.shard.max(initial=-1)):
             raise UserError(f"{data.root}: the manifest names wave shards that are missing")
 
     def __len__(self) -> int:
+        """Source clips: the clips of one epoch."""
         return int(self.targets.size)
 
-    def waves(self, index: np.ndarray) -> list[np.ndarray]:
-        """Stored waves of training clips ``index`` (manifest order), float32, each cut to its
-        real length."""
+    def waves(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Stored waves of manifest ``rows`` (in shard, row order; copies included), float32,
+        each cut to its real length."""
         out = []
-        for i in np.asarray(index, dtype=np.int64):
+        for i in np.asarray(rows, dtype=np.int64):
             stored = self.shards[self.shard[i]][self.row[i], : self.length[i]]
             out.append(np.multiply(stored, self.scale, dtype=np.float32))
         return out
 
     def batch(self, index: np.ndarray, batch_seed: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, targets) of one augmented batch; the same ``batch_seed`` gives the same
-        batch. Called by tf.data (`SpectrogramDataset.training_dataset`)."""
+        """(inputs, targets) of one augmented batch of source clips ``index``; the same
+        ``batch_seed`` gives the same batch. Called by tf.data
+        (`SpectrogramDataset.training_dataset`)."""
         index = np.asarray(index, dtype=np.int64)
         key = int(np.asarray(batch_seed).astype(np.int64)) & ((1 << 63) - 1)
         rng = np.random.default_rng([self.seed, key])
-        x = augment_batch(self.waves(index), rng, self.augment, self.features)
+        rows = [self.variants[i][int(rng.integers(len(self.variants[i])))] for i in index]
+        x = augment_batch(self.waves(np.array(rows)), rng, self.augment, self.features)
         return x, self.targets[index]
 
 

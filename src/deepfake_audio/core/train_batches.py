@@ -122,6 +122,14 @@ def augment_batch(
     return np.ascontiguousarray(feats.reshape((count, *fp.input_shape)), dtype=np.float32)
 
 
+def source_targets(data: Any) -> np.ndarray:
+    """Targets of the training split's source clips (codec copies left out)."""
+    manifest = data.manifest("train")
+    if "copy_of" in manifest:
+        manifest = manifest[manifest["copy_of"].astype(str) == ""]
+    return manifest["target"].to_numpy(dtype=np.float32)
+
+
 def class_weights(targets: np.ndarray, mode: str) -> dict[int, float] | None:
     """Loss weight per class (0 spoof, 1 bona fide), or None for ``mode`` "none".
 
@@ -244,6 +252,6 @@ def training_input(data: Any, params: Params) -> TrainingInput:
     """
     kind = data.features.kind
     augment = effective_augment(params.augment, kind)
-    weights = class_weights(data.labels("train"), params.train.class_weight)
+    weights = class_weights(source_targets(data), params.train.class_weight)
     dataset = data.training_dataset(params.tune.batch_size, params.seed, augment)
     return TrainingInput(dataset, weights, log_params(augment, kind, weights))

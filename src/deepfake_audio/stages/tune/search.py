@@ -211,9 +211,9 @@ class Search:
 
     def fit_params(self) -> dict[str, Any]:
         """The flat augment.* and class_weight.* params of this search's training batches."""
-        from deepfake_audio.core.train_batches import class_weights, log_params
+        from deepfake_audio.core.train_batches import class_weights, log_params, source_targets
 
-        weights = class_weights(self.data.labels("train"), self.params.train.class_weight)
+        weights = class_weights(source_targets(self.data), self.params.train.class_weight)
         return log_params(self.params.augment, self.data.features.kind, weights)
 
     def tuner(self, parent_run_id: str = "") -> Any:

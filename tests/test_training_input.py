@@ -191,6 +191,18 @@ def test_waveform_shards_are_int16_and_read_back_as_the_wave(built: dict) -> Non
     assert np.max(np.abs(x[0, :, 0] - expected)) <= 0.5 / 32767 + 1e-7
 
 
+def test_the_models_normalisation_layer_standardises_a_waveform(built: dict) -> None:
+    """One mean and variance for all samples, on the channel axis of (n_samples, 1)."""
+    data: SpectrogramDataset = built["waveform"]
+    model = models.build(HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis)
+    x = np.concatenate([x for x, _ in _batches(data.tf_dataset("train", 64))])
+    normalised = np.asarray(model.get_layer("normalise")(x))
+    assert normalised.shape == x.shape
+    assert abs(float(normalised.mean())) < 0.05 and float(normalised.std()) == pytest.approx(
+        1.0, abs=0.05
+    )
+
+
 def test_int16_wave_shards_round_within_half_a_step_whatever_the_level() -> None:
     """int16's error is a fixed floor (as in any 16-bit recording); float16's follows each
     sample (up to 2**-11 of its value), so it is largest where the speech is loudest."""

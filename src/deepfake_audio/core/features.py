@@ -416,7 +416,18 @@ def lfcc(
 
 
 def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
-    """The one audio feature transform, shared by the dataset stage and serving."""
+    """The one audio feature transform, shared by the dataset stage, training and serving.
+
+    ``features.kind: waveform`` is the identity: the (loudness-normalised, cut) samples
+    themselves, float32, for models that learn their own front end (AASIST, RawNet). Going
+    through here anyway keeps one code path for every kind in the dataset stage, `predict`,
+    the training batches and the served model.
+    """
+    if fp.kind == "waveform":
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1:
+            raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
+        return np.array(wave, dtype=np.float32, copy=True)
     if fp.kind == "lfcc":
         return lfcc(
             wave,

@@ -22,11 +22,11 @@ from deepfake_audio.core.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
-FEATURE_KINDS = ("logmel", "lfcc", "image")
+FEATURE_KINDS = ("logmel", "lfcc", "image", "waveform")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 # The field's reference countermeasures beside our CNN and the notebook's (models/<name>.py).
-ARCHITECTURES = ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l")
+ARCHITECTURES = ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l", "wave_cnn")
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_eer", "val_accuracy")
 CALIBRATION_METHODS = ("logistic", "isotonic", "none")
@@ -34,6 +34,12 @@ THRESHOLD_RULES = ("bayes", "validation_eer")
 # Metrics the champion gate may compare: every one is lower-is-better and is written by the
 # evaluate stage to reports/metrics.json and to each registry version's tags.
 PROMOTE_METRICS = ("test_eer", "test_min_dcf", "test_act_dcf", "test_cllr")
+MONITORS = ("val_loss", "val_accuracy", "val_eer")
+CLASS_WEIGHTS = ("balanced", "none")
+# Codecs of the dataset stage's extra training copies (core.augment.CODECS).
+AUGMENT_CODECS = ("mp3", "ogg")
+# RawBoost's algorithm numbers (core.rawboost.ALGORITHMS): 0 none ... 8 parallel 1,2.
+RAWBOOST_ALGOS = tuple(range(9))
 # Hyperparameters every architecture reads; the names are the notebook's, so the
 # MLflow compare view lines the seed's trials up with ours.
 HYPERPARAMETERS = (
@@ -65,6 +71,7 @@ ARCHITECTURE_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
     "lcnn": REFERENCE_HYPERPARAMETERS,
     "aasist": REFERENCE_HYPERPARAMETERS,
     "aasist_l": REFERENCE_HYPERPARAMETERS,
+    "wave_cnn": HYPERPARAMETERS,
 }
 # Each architecture's default search space (params.yaml states them all; these are what a
 # params.yaml without one gets). The reference ranges follow the published training set-ups.
@@ -85,7 +92,8 @@ DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
         "learning_rate": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
         "optimizer": ["adam"],
         "dropout": [0.3, 0.5],
-    },
+    },  # A small 1-D CNN on the waveform (tests, quick CPU runs); the notebook's knob names.
+    "wave_cnn": NOTEBOOK_SEARCH_SPACE,
 }
 # The feature kinds each architecture takes: 2-D convolutions need a time-frequency map
 # (or the notebook's pictures), AASIST its raw waveform.
@@ -95,6 +103,7 @@ ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
     "lcnn": ("logmel", "lfcc"),
     "aasist": ("waveform",),
     "aasist_l": ("waveform",),
+    "wave_cnn": ("waveform",),
 }
 
 
@@ -147,6 +156,9 @@ class FeaturesParams:
     kind: str = "logmel"
     sample_rate: int = 16000
     clip_seconds: float = 2.0
+    # Training clips are stored up to this long when augmentation is on, so that a random
+    # window of clip_seconds can be cut from them each epoch (validation and test: clip_seconds).
+    max_seconds: float = 4.0
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
@@ -167,6 +179,11 @@ class FeaturesParams:
         return int(round(self.sample_rate * self.clip_seconds))
 
     @property
+    def max_samples(self) -> int:
+        """Samples of a stored training wave (at least one model window)."""
+        return max(self.n_samples, int(round(self.sample_rate * self.max_seconds)))
+
+    @property
     def n_frames(self) -> int:
         hop = self.lfcc.hop_length if self.kind == "lfcc" else self.hop_length
         return 1 + self.n_samples // hop
@@ -176,14 +193,21 @@ class FeaturesParams:
         """Shape of one clip's features as stored in the shards."""
         if self.kind == "image":
             return (*self.image_size, 3)
+        if self.kind == "waveform":
+            return (self.n_samples,)
         rows = 3 * self.lfcc.n_coeffs if self.kind == "lfcc" else self.n_mels
         return (rows, self.n_frames)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """The model's input: features with a channel axis."""
+    def input_shape(self) -> tuple[int, ...]:
+        """The model's input: features with a channel axis ((n_samples, 1) for waveforms)."""
         shape = self.feature_shape
-        return shape if len(shape) == 3 else (*shape, 1)  # type: ignore[return-value]
+        return shape if len(shape) == 3 else (*shape, 1)
+
+    @property
+    def spectral(self) -> bool:
+        """Features with (rows, frames): what SpecAugment masks."""
+        return self.kind in ("logmel", "lfcc")
 
 
 @dataclass(frozen=True)
@@ -215,14 +239,14 @@ Hyperparameter = IntRange | FloatRange | Choice
 
 @dataclass(frozen=True)
 class EarlyStoppingParams:
-    monitor: str = "val_loss"
+    monitor: str = "val_eer"  # when absent from params.yaml: tune.objective
     patience: int = 5
     restore_best_weights: bool = True
 
 
 @dataclass(frozen=True)
 class ReduceLRParams:
-    monitor: str = "val_loss"
+    monitor: str = "val_eer"  # when absent from params.yaml: tune.objective
     factor: float = 0.2
     patience: int = 3
     min_delta: float = 0.005
@@ -245,6 +269,40 @@ class TuneParams:
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 10
+    # Loss weights from the training split's class counts (balanced: each class weighs half
+    # of the loss) or none. ASVspoof training data is 1 bona fide to 9 spoofed.
+    class_weight: str = "balanced"
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Training-time augmentation (tune and train; never validation, test or serving).
+
+    Waveform steps run on the stored training waves, then features are computed on the fly;
+    codec copies are made once, by the dataset stage, as extra training clips.
+    """
+
+    enabled: bool = False
+    random_crop: bool = True  # a random clip_seconds window of the stored clip, every epoch
+    gain_db: tuple[float, float] = (-6.0, 6.0)  # random gain after level matching
+    noise_p: float = 0.0  # share of training clips given additive white noise
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    rawboost_p: float = 0.0  # share of training clips given RawBoost
+    rawboost_algo: int = 5  # the reference numbering (core.rawboost.ALGORITHMS)
+    codecs: tuple[str, ...] = ()  # mp3 | ogg: round trips made by the dataset stage
+    codec_copies: int = 0  # extra copies of each training clip, one codec each
+    spec_time_masks: int = 0  # SpecAugment (spectral kinds only)
+    spec_time_width: int = 20  # frames
+    spec_freq_masks: int = 0
+    spec_freq_width: int = 8  # mel bins / coefficients
+
+    def applies_to(self, kind: str) -> bool:
+        """Whether augmentation is on for a feature kind (pictures have no audio to augment)."""
+        return self.enabled and kind != "image"
+
+    def flat(self) -> dict[str, Any]:
+        """`augment.<key>` -> value, the names logged to MLflow."""
+        return {f"augment.{k}": v for k, v in _plain(self).items()}
 
 
 @dataclass(frozen=True)
@@ -290,6 +348,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     tune: TuneParams = field(default_factory=TuneParams)
     train: TrainParams = field(default_factory=TrainParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
@@ -550,6 +609,65 @@ def _calibration(raw: Any) -> CalibrationParams:
     )
 
 
+def _pair(raw: dict, key: str, name: str, default: tuple[float, float], lo: float, hi: float):
+    """A [min, max] list of numbers within [lo, hi], min <= max."""
+    value = raw.get(name, list(default))
+    full = f"{key}.{name}"
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    ):
+        raise _fail(full, f"{value!r} is not a [min, max] pair of numbers")
+    low, high = float(value[0]), float(value[1])
+    if low > high:
+        raise _fail(full, f"min {low:g} is above max {high:g}")
+    if low < lo or high > hi:
+        raise _fail(full, f"[{low:g}, {high:g}] is outside [{lo:g}, {hi:g}]")
+    return (low, high)
+
+
+def _augment(raw: Any) -> AugmentParams:
+    key = "augment"
+    a = _check_keys(raw, key, _names(AugmentParams))
+    d = AugmentParams()
+    codecs = a.get("codecs", list(d.codecs))
+    if codecs is None:
+        codecs = []
+    if not isinstance(codecs, list | tuple) or any(c not in AUGMENT_CODECS for c in codecs):
+        raise _fail(
+            f"{key}.codecs", f"{codecs!r} is not a list drawn from: {', '.join(AUGMENT_CODECS)}"
+        )
+    if len(set(codecs)) != len(codecs):
+        raise _fail(f"{key}.codecs", f"{codecs!r} names a codec twice")
+    algo = a.get("rawboost_algo", d.rawboost_algo)
+    if isinstance(algo, bool) or algo not in RAWBOOST_ALGOS:
+        raise _fail(f"{key}.rawboost_algo", f"{algo!r} is not one of 0-8 (core/rawboost.py)")
+    augment = AugmentParams(
+        enabled=_bool(a, key, "enabled", d.enabled),
+        random_crop=_bool(a, key, "random_crop", d.random_crop),
+        gain_db=_pair(a, key, "gain_db", d.gain_db, -40.0, 40.0),
+        noise_p=_float(a, key, "noise_p", d.noise_p, lo=0.0, hi=1.0),
+        noise_snr_db=_pair(a, key, "noise_snr_db", d.noise_snr_db, -20.0, 100.0),
+        rawboost_p=_float(a, key, "rawboost_p", d.rawboost_p, lo=0.0, hi=1.0),
+        rawboost_algo=int(algo),
+        codecs=tuple(codecs),
+        codec_copies=_int(a, key, "codec_copies", d.codec_copies, lo=0),
+        spec_time_masks=_int(a, key, "spec_time_masks", d.spec_time_masks, lo=0),
+        spec_time_width=_int(a, key, "spec_time_width", d.spec_time_width, lo=0),
+        spec_freq_masks=_int(a, key, "spec_freq_masks", d.spec_freq_masks, lo=0),
+        spec_freq_width=_int(a, key, "spec_freq_width", d.spec_freq_width, lo=0),
+    )
+    if augment.codec_copies > 8:
+        raise _fail(f"{key}.codec_copies", f"{augment.codec_copies} is above the maximum 8")
+    if augment.codec_copies and not augment.codecs:
+        raise _fail(f"{key}.codec_copies", f"{augment.codec_copies} copies need augment.codecs")
+    return augment
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into `Params`."""
     raw = _check_keys(raw, "", _names(Params))
@@ -582,6 +700,7 @@ def parse_params(raw: Any) -> Params:
         kind=_choice(f, "features", "kind", fd.kind, FEATURE_KINDS),
         sample_rate=sample_rate,
         clip_seconds=_float(f, "features", "clip_seconds", fd.clip_seconds, lo=0.1, hi=60.0),
+        max_seconds=_float(f, "features", "max_seconds", fd.max_seconds, lo=0.1, hi=60.0),
         n_fft=_int(f, "features", "n_fft", fd.n_fft, lo=16),
         win_length=_int(f, "features", "win_length", fd.win_length, lo=16),
         hop_length=_int(f, "features", "hop_length", fd.hop_length, lo=1),
@@ -598,7 +717,13 @@ def parse_params(raw: Any) -> Params:
         raise _fail(
             "features.kind",
             f"{features.kind!r} does not fit data.source {data.source!r} "
-            "(images need features.kind: image, audio needs logmel or lfcc)",
+            "(images need features.kind: image, audio needs logmel, lfcc or waveform)",
+        )
+    if features.max_seconds < features.clip_seconds:
+        raise _fail(
+            "features.max_seconds",
+            f"{features.max_seconds:g} is below features.clip_seconds {features.clip_seconds:g} "
+            "(stored training clips must hold at least one window)",
         )
     if features.win_length > features.n_fft:
         raise _fail("features.win_length", f"{features.win_length} exceeds n_fft {features.n_fft}")
@@ -623,10 +748,12 @@ def parse_params(raw: Any) -> Params:
     td = TuneParams()
     es = _check_keys(t.get("early_stopping"), "tune.early_stopping", _names(EarlyStoppingParams))
     rl = _check_keys(t.get("reduce_lr"), "tune.reduce_lr", _names(ReduceLRParams))
-    monitors = ("val_loss", "val_accuracy", "val_eer")
+    objective = _choice(t, "tune", "objective", td.objective, OBJECTIVES)
+    # Early stopping, the learning-rate schedule and the kept epoch follow the objective
+    # unless told otherwise: the epoch kept is the one the search is judged on.
     tune = TuneParams(
         tuner=_choice(t, "tune", "tuner", td.tuner, TUNERS),
-        objective=_choice(t, "tune", "objective", td.objective, OBJECTIVES),
+        objective=objective,
         max_trials=_int(t, "tune", "max_trials", td.max_trials, lo=1),
         executions_per_trial=_int(t, "tune", "executions_per_trial", td.executions_per_trial, lo=1),
         epochs=_int(t, "tune", "epochs", td.epochs, lo=1),
@@ -634,12 +761,12 @@ def parse_params(raw: Any) -> Params:
         workers=_int(t, "tune", "workers", td.workers, lo=1),
         search_space=_search_space(t.get("search_space"), model.architecture),
         early_stopping=EarlyStoppingParams(
-            monitor=_choice(es, "tune.early_stopping", "monitor", "val_loss", monitors),
+            monitor=_choice(es, "tune.early_stopping", "monitor", objective, MONITORS),
             patience=_int(es, "tune.early_stopping", "patience", 5, lo=0),
             restore_best_weights=_bool(es, "tune.early_stopping", "restore_best_weights", True),
         ),
         reduce_lr=ReduceLRParams(
-            monitor=_choice(rl, "tune.reduce_lr", "monitor", "val_loss", monitors),
+            monitor=_choice(rl, "tune.reduce_lr", "monitor", objective, MONITORS),
             factor=_float(rl, "tune.reduce_lr", "factor", 0.2, lo=1e-6, hi=0.999999),
             patience=_int(rl, "tune.reduce_lr", "patience", 3, lo=0),
             min_delta=_float(rl, "tune.reduce_lr", "min_delta", 0.005, lo=0.0),
@@ -647,7 +774,11 @@ def parse_params(raw: Any) -> Params:
     )
 
     tr = _check_keys(raw.get("train"), "train", _names(TrainParams))
-    train = TrainParams(epochs=_int(tr, "train", "epochs", TrainParams().epochs, lo=1))
+    train = TrainParams(
+        epochs=_int(tr, "train", "epochs", TrainParams().epochs, lo=1),
+        class_weight=_choice(tr, "train", "class_weight", "balanced", CLASS_WEIGHTS),
+    )
+    augment = _augment(raw.get("augment"))
 
     ml = _check_keys(raw.get("mlflow"), "mlflow", _names(MlflowParams))
     mlflow = MlflowParams(experiment_name=_str(ml, "mlflow", "experiment_name", "deepfake-audio"))
@@ -683,6 +814,7 @@ def parse_params(raw: Any) -> Params:
         model=model,
         tune=tune,
         train=train,
+        augment=augment,
         mlflow=mlflow,
         registry=registry,
         baseline=baseline,
@@ -706,3 +838,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return parse_params(raw)
     except ParamsError as exc:
         raise ParamsError(f"{path}: {exc}") from None
+
+
+def features_from_dict(raw: dict[str, Any]) -> FeaturesParams:
+    """The `FeaturesParams` a dataset was built with, from its stats.json features section.
+
+    Unknown keys (a newer writer) are ignored and missing ones take their defaults (an older
+    writer): what was stored describes the data, today's params.yaml may not.
+    """
+    known = set(_names(FeaturesParams))
+    values = {k: v for k, v in raw.items() if k in known}
+    if isinstance(values.get("lfcc"), dict):
+        lfcc_known = set(_names(LfccParams))
+        values["lfcc"] = LfccParams(**{k: v for k, v in values["lfcc"].items() if k in lfcc_known})
+    if "image_size" in values:
+        values["image_size"] = tuple(values["image_size"])
+    return FeaturesParams(**values)

@@ -3,11 +3,23 @@
 Layout, one folder that DVC versions as a whole:
 
     manifest_<split>.csv     one row per clip: where it came from, its label, its shard row
-    <split>-<NNNNN>.npy      float16 feature shards, shape (clips, *feature_shape)
-    stats.json               feature settings, shapes, mean/std of the training split
+    <split>-<NNNNN>.npy      feature shards, shape (clips, *feature_shape): float16 for
+                             spectral features and images, int16 for waveforms
+    waves_train-<NNNNN>.npy  with augmentation on: the training clips' waves, int16, up to
+                             features.max_seconds, row for row beside the feature shards
+    stats.json               feature settings, shapes, shard dtype, mean/std of the training split
+
+Waveforms are stored as int16 (full scale 32767), not float16. Both take 2 bytes and, at the
+normalised level (-26 dBFS RMS), both round about 75 dB below the signal, but differently:
+float16 keeps 11 significant bits, so each sample carries an error of up to 2**-11 (-66 dB)
+of its own value, a distortion that follows the speech; int16 adds a fixed floor at -101
+dBFS, the quantisation every 16-bit recording (bona fide or spoofed) already has, so it adds
+nothing a model could tell the classes by. stats.json names the dtype and scale; datasets
+written before it existed are float16 and read as before.
 
 Tune, train, evaluate and the baseline read it through `SpectrogramDataset`; TensorFlow is
-imported only by `tf_dataset`, so the reader stays usable where TensorFlow is not.
+imported only by `tf_dataset` and `training_dataset`, so the reader stays usable where
+TensorFlow is not.
 """
 
 from __future__ import annotations
@@ -21,9 +33,25 @@ import numpy as np
 
 from deepfake_audio.core.errors import UserError
 
-# Splits up to this size (float16, as stored) are held in memory by `tf_dataset`: ASVspoof
-# 2019 LA's training set at the default log-mel settings is ~650 MB, the demo's ~10 MB.
+# Splits up to this size (as stored) are held in memory by `tf_dataset`: ASVspoof 2019 LA's
+# training set at the default log-mel settings is ~650 MB, the demo's ~10 MB.
 IN_MEMORY_BYTES = 1 << 30
+
+# int16 wave samples: x_int = round(x * WAVE_FULL_SCALE), x in [-1, 1]. 32767, not 32768, so
+# that +1.0 (loudness normalisation clips there) still fits.
+WAVE_FULL_SCALE = 32767.0
+WAVE_SHARD_PREFIX = "waves_train"
+
+
+def encode_waves(waves: np.ndarray) -> np.ndarray:
+    """float waves in [-1, 1] -> int16 as stored in the shards (values beyond are clipped)."""
+    scaled = np.clip(np.asarray(waves, dtype=np.float32), -1.0, 1.0) * np.float32(WAVE_FULL_SCALE)
+    return np.rint(scaled).astype(np.int16)
+
+
+def decode_waves(stored: np.ndarray) -> np.ndarray:
+    """int16 shard rows -> float32 waves."""
+    return np.multiply(stored, np.float32(1.0 / WAVE_FULL_SCALE), dtype=np.float32)
 
 
 class SpectrogramDataset:
@@ -39,8 +67,39 @@ class SpectrogramDataset:
         self.meta: dict[str, Any] = json.loads(stats_path.read_text())
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.meta["input_shape"])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def features(self):  # -> FeaturesParams
+        """The feature settings the dataset was built with (not today's params.yaml)."""
+        from deepfake_audio.core.params import features_from_dict
+
+        return features_from_dict(self.meta["features"])
+
+    @property
+    def shard_dtype(self) -> np.dtype:
+        """How feature shards are stored: float16, or int16 for waveforms."""
+        return np.dtype(self.meta.get("shard_dtype", "float16"))
+
+    @property
+    def shard_scale(self) -> float:
+        """What a stored value is multiplied by to give the float32 feature."""
+        return float(self.meta.get("shard_scale", 1.0))
+
+    def as_features(self, stored: np.ndarray) -> np.ndarray:
+        """Stored shard rows as float32 features."""
+        if self.shard_dtype == np.int16:
+            return np.multiply(stored, np.float32(self.shard_scale), dtype=np.float32)
+        return np.asarray(stored, dtype=np.float32)
+
+    @property
+    def has_train_waves(self) -> bool:
+        """Whether the training clips' waves are stored (the augmented training input)."""
+        return bool(self.meta.get("train_waves"))
+
+    def wave_shards(self) -> list[Path]:
+        return sorted(self.root.glob(f"{WAVE_SHARD_PREFIX}-*.npy"))
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -73,7 +132,11 @@ class SpectrogramDataset:
     def iter_shards(
         self, split: str, order: np.ndarray | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(features, targets) one shard at a time; memory is one shard, not the split."""
+        """(features as stored, targets) one shard at a time; memory is one shard, not the split.
+
+        Features come in the stored dtype (float16, or int16 for waveforms: `as_features`
+        converts them).
+        """
         manifest = self.manifest(split).sort_values(["shard", "row"])
         targets = {
             int(shard): rows.to_numpy(dtype=np.float32)
@@ -81,7 +144,7 @@ class SpectrogramDataset:
         }
         shards = self.shards(split)
         for i in order if order is not None else range(len(shards)):
-            x = np.load(shards[i], allow_pickle=False)  # a shard is plain float16, never objects
+            x = np.load(shards[i], allow_pickle=False)  # a shard is plain numbers, never objects
             y = targets.get(int(i), np.empty(0, dtype=np.float32))
             if len(y) != len(x):
                 raise UserError(f"{shards[i]}: {len(x)} clips but the manifest lists {len(y)}")
@@ -109,10 +172,15 @@ class SpectrogramDataset:
 
         feature_shape, input_shape = self.feature_shape, self.input_shape
         n_clips = len(self.manifest(split))
-        clip_bytes = 2 * int(np.prod(feature_shape))
+        stored = self.shard_dtype
+        clip_bytes = stored.itemsize * int(np.prod(feature_shape))
+        scale = self.shard_scale
 
         def reshape(x, y):
-            return tf.reshape(tf.cast(x, tf.float32), (-1, *input_shape)), y
+            x = tf.cast(x, tf.float32)
+            if scale != 1.0:
+                x = x * scale
+            return tf.reshape(x, (-1, *input_shape)), y
 
         if n_clips * clip_bytes <= in_memory_bytes:
             parts = list(self.iter_shards(split))
@@ -137,7 +205,7 @@ class SpectrogramDataset:
             yield from self.iter_shards(split, order)
 
         signature = (
-            tf.TensorSpec(shape=(None, *feature_shape), dtype=tf.float16),
+            tf.TensorSpec(shape=(None, *feature_shape), dtype=tf.as_dtype(stored)),
             tf.TensorSpec(shape=(None,), dtype=tf.float32),
         )
         ds = tf.data.Dataset.from_generator(shards, output_signature=signature).unbatch()
@@ -150,3 +218,48 @@ class SpectrogramDataset:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size).map(reshape, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def training_dataset(self, batch_size: int, seed: int, augment: Any = None):
+        """The training split as the fit sees it: augmented when `augment` applies, else plain.
+
+        Without augmentation this is `tf_dataset("train", shuffle=True)`, the in-memory
+        gather, as fast as before. With it, each batch is made in numpy by
+        `core.train_batches.TrainingBatches` from the stored training waves (each source clip
+        or one of its codec copies, a random window, RawBoost, noise, level matching, gain,
+        then `clip_features` and SpecAugment) and handed to TensorFlow through
+        `tf.numpy_function`:
+
+            indices  Dataset.range(n sources).shuffle(seed, reshuffled every epoch).batch(...)
+            seeds    Dataset.random(seed, new values every epoch), one per batch
+            batch    numpy_function(TrainingBatches.batch, [indices, batch seed])
+
+        Both random streams are tf.data's own seeded ones, so a seed fixes every epoch's
+        order and augmentation however Keras creates and discards its per-epoch iterators
+        (a Python counter of epochs would not: Keras 3 opens one iterator more than it
+        uses). Only the training split comes through here: validation and test batches
+        are `tf_dataset`'s, never augmented.
+        """
+        if augment is None or not augment.applies_to(self.features.kind):
+            return self.tf_dataset("train", batch_size, shuffle=True, seed=seed)
+        import tensorflow as tf
+
+        from deepfake_audio.core.train_batches import TrainingBatches
+
+        source = TrainingBatches(self, augment, seed)
+        n = len(source)
+        input_shape = self.input_shape
+        indices = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(indices.batch(batch_size), seeds)
+
+        def make(index, batch_seed):
+            x, y = tf.numpy_function(
+                source.batch, [index, batch_seed], (tf.float32, tf.float32), stateful=False
+            )
+            x.set_shape((None, *input_shape))
+            y.set_shape((None,))
+            return x, y
+
+        # One batch at a time in Python (the GIL would serialise more), overlapped with
+        # training by the prefetch.
+        return ds.map(make, num_parallel_calls=1, deterministic=True).prefetch(2)

@@ -28,6 +28,7 @@ from deepfake_audio.models.aasist import aasist, aasist_l
 from deepfake_audio.models.compact_cnn import compact_cnn
 from deepfake_audio.models.lcnn import lcnn
 from deepfake_audio.models.seed_cnn import seed_cnn
+from deepfake_audio.models.wave_cnn import wave_cnn
 
 
 def declare(hp: Any, name: str, spec: Hyperparameter) -> Any:
@@ -59,13 +60,14 @@ ARCHITECTURES = {
     "lcnn": lcnn,
     "aasist": aasist,
     "aasist_l": aasist_l,
+    "wave_cnn": wave_cnn,
 }
 
 
 def build(
     values: dict[str, Any],
     architecture: str,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,
@@ -73,7 +75,8 @@ def build(
     """A compiled model for one set of hyperparameter values.
 
     `norm_axis` is where the dataset's statistics run: 1 for spectral rows (mel
-    bins, cepstral coefficients), 3 for the colour channels of images.
+    bins, cepstral coefficients), 3 for the colour channels of images, 2 for the one
+    channel of a waveform input (n_samples, 1): a single mean and variance over all samples.
     """
     name = "image" if input_shape[-1] == 3 else "features"
     inputs = keras.Input(shape=input_shape, name=name)
@@ -95,7 +98,7 @@ def build(
 
 def hypermodel(
     params: Params,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,

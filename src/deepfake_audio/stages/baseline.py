@@ -67,8 +67,16 @@ REG_COVAR = 1e-3
 
 
 def lfcc_params(params: Params) -> Params:
-    """`params` with ``features.kind: lfcc``: everything else (clips, crop, pad) unchanged."""
-    return dataclasses.replace(params, features=dataclasses.replace(params.features, kind="lfcc"))
+    """`params` with ``features.kind: lfcc``: everything else (clips, crop, pad) unchanged.
+
+    Without training augmentation: the classic baseline trains on the clips as they are (no
+    codec copies), and this stage does not depend on the `augment` params.
+    """
+    return dataclasses.replace(
+        params,
+        features=dataclasses.replace(params.features, kind="lfcc"),
+        augment=dataclasses.replace(params.augment, enabled=False),
+    )
 
 
 def build_features(params: Params, out: Path) -> Any:
@@ -90,7 +98,10 @@ def check_same_clips(lfcc: Any, spectrograms: Any) -> None:
 
     for split in SPLITS:
         ours = list(lfcc.manifest(split)["clip_id"].astype(str))
-        theirs = list(spectrograms.manifest(split)["clip_id"].astype(str))
+        manifest = spectrograms.manifest(split)
+        if "copy_of" in manifest:  # the CNN's codec copies of training clips are not clips
+            manifest = manifest[manifest["copy_of"].astype(str) == ""]
+        theirs = list(manifest["clip_id"].astype(str))
         if sorted(ours) != sorted(theirs):
             extra = sorted(set(ours) ^ set(theirs))
             example = f" (e.g. {extra[0]})" if extra else ""

@@ -109,13 +109,33 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.state["step"] += 1
 
 
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose `restore_best_weights` also holds when training ran every epoch.
+
+    The model a stage keeps must be the best epoch on validation. Keras 3.15 restores the
+    best weights at the end of training whether or not it stopped early; Keras 2 and some
+    Keras 3 releases (this project allows keras>=3.3) restored them only on an early stop,
+    leaving the last epoch's weights after a full run. Restoring again here is idempotent.
+    """
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
 def standard_callbacks(params: Any, val_dataset: Any, val_targets: np.ndarray) -> list:
-    """val_eer first, then the notebook's EarlyStopping and ReduceLROnPlateau."""
+    """val_eer first, then the notebook's EarlyStopping and ReduceLROnPlateau.
+
+    Order matters: Keras calls callbacks in list order at each epoch's end, so `ValidationEER`
+    must write `val_eer` into the logs before EarlyStopping, ReduceLROnPlateau and
+    keras-tuner's best-epoch checkpoint (appended after these) read it.
+    """
     es, rl = params.tune.early_stopping, params.tune.reduce_lr
     mode = {"val_loss": "min", "val_eer": "min", "val_accuracy": "max"}
     return [
         ValidationEER(val_dataset, val_targets),
-        keras.callbacks.EarlyStopping(
+        BestEpoch(
             monitor=es.monitor,
             mode=mode[es.monitor],
             patience=es.patience,

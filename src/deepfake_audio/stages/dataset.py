@@ -3,14 +3,25 @@
 Output layout (`data/spectrograms/`, read back by `core.shards.SpectrogramDataset`):
 
     manifest_<split>.csv     one row per clip: where it came from, its label, its shard row
-    <split>-<NNNNN>.npy      float16 feature shards, shape (clips, *feature_shape):
-                             log-mel (n_mels, frames), LFCC (3 * n_coeffs, frames)
-                             or RGB images (height, width, 3)
-    stats.json               feature settings, shapes, mean/std of the training split
-                             (per mel bin / coefficient, or per colour channel)
+    <split>-<NNNNN>.npy      feature shards, shape (clips, *feature_shape): float16
+                             log-mel (n_mels, frames), LFCC (3 * n_coeffs, frames) or RGB
+                             images (height, width, 3); int16 waveforms (n_samples,)
+    waves_train-<NNNNN>.npy  augmentation on: the training clips' waves, int16, up to
+                             features.max_seconds, row for row beside train-<NNNNN>.npy
+    stats.json               feature settings, shapes, shard dtype, mean/std of the training
+                             split (per mel bin / coefficient, per colour channel, or one
+                             for waveforms)
 
 Features are computed once here, in worker processes, and streamed to shards
 of bounded size, so memory stays flat however many clips there are.
+
+With `augment.enabled` (audio kinds), the training split also keeps each clip's wave up to
+`features.max_seconds`, from which the training batches cut a random window every epoch
+(`core.train_batches`), and gets `augment.codec_copies` extra copies of every clip through
+the codecs of `augment.codecs` (an MP3 or OGG/Vorbis round trip, level-matched to the
+source). A copy is a manifest row of its own (`copy_of` names its source, `augmentation`
+the codec and level) with the source's speaker, label and sha256, so it can only ever sit in
+its source's split. Validation and test are built exactly as without augmentation.
 """
 
 from __future__ import annotations
@@ -34,10 +45,16 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_audio.core.audio import fix_length
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.features import clip_features
 from deepfake_audio.core.io import replacing, write_dict_rows, write_json
-from deepfake_audio.core.params import FeaturesParams, Params
+from deepfake_audio.core.params import AugmentParams, FeaturesParams, Params
+from deepfake_audio.core.shards import (
+    WAVE_FULL_SCALE,
+    WAVE_SHARD_PREFIX,
+    encode_waves,
+)
 from deepfake_audio.sources import LABELS, SPLITS, Clip
 
 MANIFEST_COLUMNS = (
@@ -53,6 +70,9 @@ MANIFEST_COLUMNS = (
     "sha256",
     "shard",
     "row",
+    "copy_of",  # codec copies (training only): the clip_id of the source, else empty
+    "augmentation",  # codec copies: codec@compression level, else empty
+    "wave_samples",  # training waves stored: samples of the clip's stored wave, else empty
 )
 
 
@@ -64,6 +84,18 @@ class _Job:
     clips: list[Clip]
     root: str
     features: FeaturesParams
+    augment: AugmentParams = AugmentParams()
+    seed: int = 0
+
+    @property
+    def keeps_waves(self) -> bool:
+        """Whether training waves are stored (augmentation on, an audio kind)."""
+        return self.augment.applies_to(self.features.kind)
+
+    @property
+    def copies(self) -> int:
+        """Codec copies made of each training clip."""
+        return self.augment.codec_copies if self.keeps_waves else 0
 
 
 # Set by `extraction_pool` for the lifetime of its pool (the workers are forked from it).
@@ -74,11 +106,15 @@ class BadFile(Exception):
     """A clip the stage cannot use; its message is the one-line reason."""
 
 
-def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str, Any]]:
+def file_features(
+    path: Path, fp: FeaturesParams, keep_wave: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of one file plus its manifest metadata; `BadFile` if it is unusable.
 
     The dataset stage and `predict` both come through here, so a file is decoded,
-    cut and transformed the same way in training and at serving time.
+    cut and transformed the same way in training and at serving time. With `keep_wave`
+    the metadata also holds the whole conditioned recording under "wave" (what a
+    training clip's stored wave is cut from).
     """
     try:
         raw = path.read_bytes()
@@ -94,7 +130,7 @@ def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str,
             raise BadFile(str(exc)) from None
         return image, {"duration_s": "", "sample_rate": "", "sha256": sha}
 
-    from deepfake_audio.core.audio import AudioError, condition, decode, fix_length
+    from deepfake_audio.core.audio import AudioError, condition, decode
 
     n_samples = int(round(fp.clip_seconds * fp.sample_rate))
     try:
@@ -105,10 +141,18 @@ def file_features(path: Path, fp: FeaturesParams) -> tuple[np.ndarray, dict[str,
         feats = clip_features(fix_length(wave, n_samples, crop=fp.crop, pad=fp.pad), fp)
     except (AudioError, ValueError) as exc:
         raise BadFile(str(exc)) from None
-    return feats, {"duration_s": round(duration, 4), "sample_rate": rate, "sha256": sha}
+    meta: dict[str, Any] = {"duration_s": round(duration, 4), "sample_rate": rate, "sha256": sha}
+    if keep_wave:
+        meta["wave"] = wave
+    return feats, meta
 
 
-def _demo_features(clip: Clip, fp: FeaturesParams) -> tuple[np.ndarray, dict[str, Any]]:
+def _demo_features(
+    clip: Clip, fp: FeaturesParams, keep_wave: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A demo clip's features (and, with `keep_wave`, a `features.max_seconds` wave: the
+    generator plans its utterance over the length asked for, so a stored training wave is
+    generated at that length and the features are its `features.crop` window)."""
     from deepfake_audio.sources.demo import DemoClip, generate_clip
 
     demo = DemoClip(
@@ -119,9 +163,13 @@ def _demo_features(clip: Clip, fp: FeaturesParams) -> tuple[np.ndarray, dict[str
         attack=clip.attack,
         seed=clip.demo_seed,  # type: ignore[arg-type]
     )
-    wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=fp.clip_seconds)
+    seconds = fp.max_seconds if keep_wave else fp.clip_seconds
+    wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=seconds)
     digest = hashlib.sha256(np.ascontiguousarray(wave).tobytes()).hexdigest()
-    meta = {"duration_s": fp.clip_seconds, "sample_rate": fp.sample_rate, "sha256": digest}
+    meta: dict[str, Any] = {"duration_s": seconds, "sample_rate": fp.sample_rate, "sha256": digest}
+    if keep_wave:
+        meta["wave"] = wave
+        wave = fix_length(wave, fp.n_samples, crop=fp.crop, pad=fp.pad)
     return clip_features(wave, fp), meta
 
 
@@ -139,34 +187,126 @@ def _moments(feats: np.ndarray) -> _Moments:
     """
     values = np.asarray(feats, dtype=np.float64)
     axes = norm_axes(values.shape)
-    return values.sum(axis=axes), np.square(values).sum(axis=axes)
+    return np.atleast_1d(values.sum(axis=axes)), np.atleast_1d(np.square(values).sum(axis=axes))
 
 
-def _extract(index: int) -> tuple[int, np.ndarray | None, dict[str, Any], _Moments | None]:
-    """Runs in a worker process: clip `index` of the build in, its float16 features and their
-    moments (or its error) out."""
+# One row of the build as a worker returns it: (copy number, stored features or None on
+# error, manifest metadata or {"error": reason}, normalisation moments or None).
+_Row = tuple[int, np.ndarray | None, dict[str, Any], _Moments | None]
+
+
+def _extract(index: int) -> tuple[int, list[_Row]]:
+    """Runs in a worker process: clip `index` of the build in, its rows out.
+
+    The first row is the clip itself (copy 0): its stored features (float16, or int16 for
+    waveforms) and their moments, or its error. A training clip of a build that keeps waves
+    also brings its int16 wave (meta "wave", padded to max_samples) and real length, and
+    then one row per codec copy, made from the same decoded wave (decoding or generating a
+    clip costs more than the round trip itself).
+    """
     assert _JOB is not None, "_extract runs only in an extraction_pool worker"
     clip, fp, root = _JOB.clips[index], _JOB.features, _JOB.root
+    keep = _JOB.keeps_waves and clip.split == "train"
     try:
         if clip.demo_seed is not None:
-            feats, meta = _demo_features(clip, fp)
+            feats, meta = _demo_features(clip, fp, keep_wave=keep)
+        elif keep:
+            feats, meta = file_features(Path(root) / clip.path, fp, keep_wave=True)
         else:
             feats, meta = file_features(Path(root) / clip.path, fp)
-        if not np.all(np.isfinite(feats)):
-            raise BadFile(f"{clip.path}: features are not finite")
-        return index, feats.astype(np.float16), meta, _moments(feats)
+        stored = None
+        if keep:
+            wave = meta.pop("wave")
+            length = min(int(wave.size), fp.max_samples)
+            stored = fix_length(wave, fp.max_samples, crop=fp.crop, pad=fp.pad)[:length]
+            meta["wave"] = encode_waves(fix_length(stored, fp.max_samples, fp.crop, fp.pad))
+            meta["wave_samples"] = length
+        rows = [_row(0, feats, meta, clip, fp)]
     except BadFile as exc:
-        # Name the file relative to data.path, as the manifests and bad_files.csv do.
-        message = str(exc).replace(str(Path(root) / clip.path), clip.path)
-        return index, None, {"error": message}, None
+        return index, [(0, None, {"error": _relative(str(exc), clip, root)}, None)]
+    if stored is not None:
+        rows.extend(_copy_row(stored, clip, copy, meta) for copy in range(1, _JOB.copies + 1))
+    return index, rows
+
+
+def _row(copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp) -> _Row:
+    if not np.all(np.isfinite(feats)):
+        raise BadFile(f"{clip.path}: features are not finite")
+    return copy, _stored(feats, fp), meta, _moments(feats)
+
+
+def _copy_row(stored: np.ndarray, clip: Clip, copy: int, source: dict[str, Any]) -> _Row:
+    """Codec copy `copy` of a training clip's stored wave, as a row (or its error)."""
+    assert _JOB is not None
+    fp = _JOB.features
+    try:
+        wave, augmentation = _codec_copy(stored, clip, copy)
+        feats = clip_features(fix_length(wave, fp.n_samples, fp.crop, fp.pad), fp)
+        meta = {k: v for k, v in source.items() if k not in ("wave", "augmentation")}
+        meta["augmentation"] = augmentation
+        meta["wave"] = encode_waves(fix_length(wave, fp.max_samples, fp.crop, fp.pad))
+        return _row(copy, feats, meta, clip, fp)
+    except (BadFile, UserError, ValueError) as exc:
+        return copy, None, {"error": _relative(f"{clip.path}: {exc}", clip, _JOB.root)}, None
+
+
+def _relative(message: str, clip: Clip, root: str) -> str:
+    """Name the file relative to data.path, as the manifests and bad_files.csv do."""
+    return message.replace(str(Path(root) / clip.path), clip.path)
+
+
+def _stored(feats: np.ndarray, fp: FeaturesParams) -> np.ndarray:
+    """Features as the shards hold them: int16 waveforms, float16 everything else."""
+    return encode_waves(feats) if fp.kind == "waveform" else feats.astype(np.float16)
+
+
+def _stable_hash(text: str) -> int:
+    """A 64-bit number from a clip id, the same in every process (unlike `hash`)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+# Compression levels drawn for codec copies (soundfile's 0 = best, 1 = smallest): MP3 at
+# 16 kHz from about 190 down to 25 kbit/s (core.augment.codec_round_trip).
+CODEC_LEVELS = (0.0, 0.9)
+
+
+def _codec_copy(wave: np.ndarray, clip: Clip, copy: int) -> tuple[np.ndarray, str]:
+    """Codec copy number `copy` of a training wave: (the copy, "codec@level").
+
+    A clip's copies cycle through `augment.codecs` from a start drawn per clip, so one copy
+    per clip splits the clips between the codecs and len(codecs) copies give each clip one of
+    each. The copy is scaled back to the source's RMS: serving normalises the level of what
+    it decodes, so a copy must not carry the codec's small level change as a cue. Seeded by
+    `seed`, the clip id and the copy number: the same copy in every build and worker.
+    """
+    from deepfake_audio.core.augment import codec_round_trip
+
+    assert _JOB is not None
+    codecs, fp = _JOB.augment.codecs, _JOB.features
+    key = _stable_hash(clip.clip_id)
+    start = int(np.random.default_rng([_JOB.seed, key]).integers(len(codecs)))
+    codec = codecs[(start + copy - 1) % len(codecs)]
+    rng = np.random.default_rng([_JOB.seed, key, copy])
+    level = float(rng.uniform(*CODEC_LEVELS))
+    copied = codec_round_trip(wave, fp.sample_rate, codec, compression_level=level)
+    before = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    after = float(np.sqrt(np.mean(np.square(copied, dtype=np.float64))))
+    if after > 0:
+        copied = copied * np.float32(before / after)
+    return np.clip(copied, -1.0, 1.0).astype(np.float32), f"{codec}@{level:.2f}"
 
 
 @contextlib.contextmanager
 def extraction_pool(
-    clips: list[Clip], root: str, fp: FeaturesParams
-) -> Iterator[Callable[[], Iterator[tuple[int, Any, dict[str, Any], Any]]]]:
-    """A worker pool over `clips`; yields a function that streams `_extract` of every clip,
-    in order, each time it is called (the benchmark calls it repeatedly on a warm pool).
+    clips: list[Clip],
+    root: str,
+    fp: FeaturesParams,
+    augment: AugmentParams | None = None,
+    seed: int = 0,
+) -> Iterator[Callable[[], Iterator[tuple[int, list[_Row]]]]]:
+    """A worker pool over `clips`; yields a function that streams `_extract` of every clip
+    (its row and its codec copies' rows), in order, each time it is called (the benchmark
+    calls it repeatedly on a warm pool).
 
     Everything a worker needs is in place before the fork, so a task is one integer and each
     message back carries 16 clips: per-clip pickling in the parent was what kept two workers
@@ -189,7 +329,7 @@ def extraction_pool(
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
-    _JOB = _Job(clips, str(root), fp)
+    _JOB = _Job(clips, str(root), fp, augment or AugmentParams(), seed)
     # With fork, the executor starts every worker on the first map, before its own thread.
     pool = ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
@@ -253,9 +393,9 @@ def norm_axes(feature_shape: tuple[int, ...]) -> tuple[int, ...]:
 
     Spectral features (rows, frames) get one statistic per row (mel bin or
     cepstral coefficient), averaged over time; RGB images (height, width, 3)
-    get one per colour channel.
+    get one per colour channel; a waveform (samples,) one for all its samples.
     """
-    return (0, 1) if len(feature_shape) == 3 else (1,)
+    return {3: (0, 1), 2: (1,), 1: (0,)}[len(feature_shape)]
 
 
 class _ShardWriter:
@@ -264,7 +404,7 @@ class _ShardWriter:
     def __init__(self, out: Path, split: str, shard_size: int, feature_shape: tuple[int, ...]):
         self.out, self.split, self.shard_size = out, split, shard_size
         self.axes = norm_axes(feature_shape)
-        size = feature_shape[-1] if len(feature_shape) == 3 else feature_shape[0]
+        size = {3: feature_shape[-1], 2: feature_shape[0], 1: 1}[len(feature_shape)]
         self.buffer: list[np.ndarray] = []
         self.shard = 0
         self.sum = np.zeros(size, dtype=np.float64)
@@ -286,8 +426,7 @@ class _ShardWriter:
         if not self.buffer:
             return
         path = self.out / f"{self.split}-{self.shard:05d}.npy"
-        with replacing(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, np.stack(self.buffer))
+        _save(path, self.buffer)
         self.buffer = []
         self.shard += 1
 
@@ -295,6 +434,35 @@ class _ShardWriter:
         mean = self.sum / max(self.count, 1)
         std = np.sqrt(np.maximum(self.sumsq / max(self.count, 1) - mean**2, 1e-8))
         return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
+
+
+class _WaveWriter:
+    """The training waves, int16 (clips, max_samples), row for row beside the feature shards."""
+
+    def __init__(self, out: Path, shard_size: int) -> None:
+        self.out, self.shard_size = out, shard_size
+        self.buffer: list[np.ndarray] = []
+        self.shard = 0
+
+    def add(self, wave: np.ndarray) -> tuple[int, int]:
+        self.buffer.append(wave)
+        where = (self.shard, len(self.buffer) - 1)
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+        return where
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        _save(self.out / f"{WAVE_SHARD_PREFIX}-{self.shard:05d}.npy", self.buffer)
+        self.buffer = []
+        self.shard += 1
+
+
+def _save(path: Path, rows: list[np.ndarray]) -> None:
+    """One shard, written atomically."""
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.stack(rows))
 
 
 class _Progress:
@@ -330,64 +498,81 @@ class _Progress:
 
 def _write_splits(
     params: Params, clips: list[Clip], tmp: Path
-) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float]:
-    """Shards and manifests of every split into `tmp`: (counts, train stats, bad files, seconds)."""
+) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float, int]:
+    """Shards and manifests of every split into `tmp`: (counts of source clips, train stats,
+    bad files, seconds, codec copies written)."""
     fp = params.features
     root = params.data.path or "."
+    keeps_waves = params.augment.applies_to(fp.kind)
     bad: list[dict[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
     stats: dict[str, Any] = {}
+    copies = 0
     seconds = 0.0  # duration of the source audio kept, before crop/pad
     by_split = {split: [c for c in clips if c.split == split] for split in SPLITS}
     ordered = [c for split in SPLITS for c in by_split[split]]
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
     first_seen: dict[bytes, int] = {}
-    with extraction_pool(ordered, root, fp) as stream:
+    with extraction_pool(ordered, root, fp, params.augment, params.seed) as stream:
         # One ordered stream over all splits, so the workers never idle at a split boundary;
         # each split below takes its own clips' results off it, in order.
         results = stream()
         for split in SPLITS:
             split_clips = by_split[split]
             writer = _ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
+            keep = keeps_waves and split == "train"
+            waves = _WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
             progress = _Progress(split, len(split_clips))
             with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
                 manifest = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
                 manifest.writeheader()
                 for done in range(1, len(split_clips) + 1):
-                    index, feats, meta, moments = next(results)
+                    index, rows = next(results)
                     progress.update(done)
                     clip = ordered[index]
-                    if feats is None:
-                        if params.data.on_bad_file == "fail":
-                            raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
-                        bad.append({"path": clip.path, "split": split, "reason": meta["error"]})
-                        continue
-                    key = bytes.fromhex(meta["sha256"])
-                    other = ordered[first_seen.setdefault(key, index)]
-                    if other.split != split:
-                        raise UserError(
-                            f"{clip.path} ({split}) has the same audio as {other.path} "
-                            f"({other.split}): the same clip in two splits leaks the test"
+                    for copy, feats, meta, moments in rows:
+                        if feats is None:
+                            if params.data.on_bad_file == "fail":
+                                raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
+                            reason = meta["error"]
+                            bad.append({"path": clip.path, "split": split, "reason": reason})
+                            continue
+                        if not copy:
+                            key = bytes.fromhex(meta["sha256"])
+                            other = ordered[first_seen.setdefault(key, index)]
+                            if other.split != split:
+                                raise UserError(
+                                    f"{clip.path} ({split}) has the same audio as {other.path} "
+                                    f"({other.split}): the same clip in two splits leaks the test"
+                                )
+                        shard, row = writer.add(feats, moments)
+                        wave = meta.pop("wave", None)
+                        if waves is not None and waves.add(wave) != (shard, row):
+                            raise AssertionError("wave shards out of step with feature shards")
+                        if copy:
+                            copies += 1
+                        else:
+                            per_label[clip.label] += 1
+                            seconds += float(meta["duration_s"] or 0.0)
+                        manifest.writerow(
+                            {
+                                "clip_id": _copy_id(clip, copy, meta),
+                                "path": clip.path,
+                                "split": split,
+                                "label": clip.label,
+                                "target": clip.target,
+                                "speaker": clip.speaker,
+                                "attack": clip.attack,
+                                **meta,
+                                "shard": shard,
+                                "row": row,
+                                "copy_of": clip.clip_id if copy else "",
+                            }
                         )
-                    shard, row = writer.add(feats, moments)
-                    per_label[clip.label] += 1
-                    seconds += float(meta["duration_s"] or 0.0)
-                    manifest.writerow(
-                        {
-                            "clip_id": clip.clip_id,
-                            "path": clip.path,
-                            "split": split,
-                            "label": clip.label,
-                            "target": clip.target,
-                            "speaker": clip.speaker,
-                            "attack": clip.attack,
-                            **meta,
-                            "shard": shard,
-                            "row": row,
-                        }
-                    )
             writer.flush()
+            if waves is not None:
+                waves.flush()
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
             if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
@@ -398,7 +583,15 @@ def _write_splits(
                 )
             if split == "train":
                 stats = writer.statistics()
-    return counts, stats, bad, seconds
+    return counts, stats, bad, seconds, copies
+
+
+def _copy_id(clip: Clip, copy: int, meta: dict[str, Any]) -> str:
+    """A copy's clip id: its source's, the codec and the copy number (``id+mp3.1``)."""
+    if not copy:
+        return clip.clip_id
+    codec = str(meta.get("augmentation", "")).split("@")[0]
+    return f"{clip.clip_id}+{codec}.{copy}"
 
 
 def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[str, Any]:
@@ -416,19 +609,37 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        counts, stats, bad, seconds = _write_splits(params, clips, tmp)
+        counts, stats, bad, seconds, copies = _write_splits(params, clips, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-built dataset left behind
         raise
+    waveform = fp.kind == "waveform"
+    keeps_waves = params.augment.applies_to(fp.kind)
     meta = {
-        "format_version": 2,
+        "format_version": 3,
         "source": params.data.source,
         "features": params.section("features"),
         "feature_shape": list(fp.feature_shape),
         "input_shape": list(fp.input_shape),
+        "shard_dtype": "int16" if waveform else "float16",
+        "shard_scale": 1.0 / WAVE_FULL_SCALE if waveform else 1.0,
         "counts": counts,
-        "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 1},
+        "codec_copies": copies,
+        # The model-input axis of the statistics: colour channel, wave channel or spectral row.
+        "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 2 if waveform else 1},
+        # What the dataset stage did for training-time augmentation (tune and train do the rest).
+        "augment": {
+            "enabled": keeps_waves,
+            "codecs": list(params.augment.codecs) if keeps_waves else [],
+            "codec_copies": params.augment.codec_copies if keeps_waves else 0,
+        },
     }
+    if keeps_waves:
+        meta["train_waves"] = {
+            "samples": fp.max_samples,
+            "dtype": "int16",
+            "full_scale": WAVE_FULL_SCALE,
+        }
     (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
     # Renames only, so an interruption leaves either the old dataset or the new one whole
     # (at worst beside `<out>.old`), never a half-deleted folder.
@@ -438,7 +649,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
-    return _write_reports(reports, counts, bad, clips, fp, seconds)
+    return _write_reports(reports, counts, bad, clips, fp, seconds, copies)
 
 
 def _write_reports(
@@ -448,6 +659,7 @@ def _write_reports(
     clips: list[Clip],
     fp: FeaturesParams,
     seconds: float,
+    copies: int = 0,
 ) -> dict[str, Any]:
 
     reports = Path(reports)
@@ -459,6 +671,8 @@ def _write_reports(
         summary["duration_s"] = round(seconds, 1)
         summary["duration_s_in_features"] = round(kept * fp.clip_seconds, 1)
     summary["per_split"] = counts
+    if copies:
+        summary["train_codec_copies"] = copies
     write_json(reports / "dataset.json", summary)
     if bad:
         reasons = Counter(_reason_kind(row["reason"]) for row in bad)

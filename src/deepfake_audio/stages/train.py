@@ -62,6 +62,7 @@ def run(
 
     from deepfake_audio import models
     from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.core.train_batches import training_input
     from deepfake_audio.ops import runtime, tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages.callbacks import MlflowEpochLogger, standard_callbacks
@@ -82,6 +83,8 @@ def run(
         "tune_run_id": best.get("mlflow_parent_run_id", ""),
         "best_trial_id": str(best.get("trial_id", "")),
     }
+    # Augmented or plain training batches and class weights (validation is never augmented).
+    fit_input = training_input(data, params)
     with mlflow.start_run(run_name="train", tags=tags) as active:
         run_id = active.info.run_id
         mlflow.log_params(
@@ -96,10 +99,11 @@ def run(
                 "replicas": device["replicas"],
                 "jit_compile": model.jit_compile,  # Keras "auto": XLA on one GPU, not on CPU
                 **{f"features.{k}": v for k, v in params.section("features").items()},
+                **fit_input.params,
             }
         )
         tracking.log_dataset_input(dataset_dir, digest, context="training")
-        train = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
+        train = fit_input.dataset
         val = data.tf_dataset("validation", params.tune.batch_size)
         callbacks = standard_callbacks(params, val, data.labels("validation"))
         callbacks.insert(1, MlflowEpochLogger(run_id))
@@ -110,9 +114,14 @@ def run(
             callbacks=callbacks,
             verbose=2,
             shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
+            class_weight=fit_input.class_weight,
         )
         epochs_run = len(history.history.get("loss", []))
         mlflow.log_metric("epochs_run", epochs_run)
+        # The model kept is the best epoch on validation (BestEpoch restores it).
+        best_epoch = next((c.best_epoch for c in callbacks if hasattr(c, "best_epoch")), None)
+        if best_epoch is not None and params.tune.early_stopping.restore_best_weights:
+            mlflow.log_metric("best_epoch", best_epoch + 1)
 
         model_path = Path(model_path)
         with replacing(model_path, keep_suffix=True) as tmp:  # Keras wants the .keras suffix

@@ -42,6 +42,12 @@ def project_name(params: Params, dataset_digest: str) -> str:
             k: v for k, v in params.section("tune").items() if k not in ("max_trials", "workers")
         },
     }
+    # What the training batches are made of changes every trial's result. Added only when in
+    # use, so searches begun before these keys existed keep their names (and resume).
+    if params.augment.enabled:
+        key["augment"] = params.section("augment")
+    if params.train.class_weight != "none":
+        key["class_weight"] = params.train.class_weight
     blob = json.dumps(key, sort_keys=True, default=str).encode()
     return "search-" + hashlib.sha256(blob).hexdigest()[:12]
 
@@ -62,6 +68,7 @@ def _tuner_class(kind: str) -> type:
         mlflow_parent_run_id: str = ""
         mlflow_tags: dict[str, str] = {}
         objective_name: str = "val_eer"
+        fit_params: dict[str, Any] = {}  # augment.*, class_weight.*: logged on every trial
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             import mlflow
@@ -92,7 +99,11 @@ def _tuner_class(kind: str) -> type:
                     run_id,
                     params=[
                         mlflow.entities.Param(k, str(v))
-                        for k, v in {**values, "architecture": self.architecture}.items()
+                        for k, v in {
+                            **values,
+                            "architecture": self.architecture,
+                            **self.fit_params,
+                        }.items()
                     ],
                 )
                 callbacks = list(kwargs.pop("callbacks", []))
@@ -198,6 +209,13 @@ class Search:
             params, self.data.input_shape, self.data.mean, self.data.std, self.data.norm_axis
         )
 
+    def fit_params(self) -> dict[str, Any]:
+        """The flat augment.* and class_weight.* params of this search's training batches."""
+        from deepfake_audio.core.train_batches import class_weights, log_params, source_targets
+
+        weights = class_weights(source_targets(self.data), self.params.train.class_weight)
+        return log_params(self.params.augment, self.data.features.kind, weights)
+
     def tuner(self, parent_run_id: str = "") -> Any:
         from keras_tuner.src.distribute import utils as dist_utils
 
@@ -240,10 +258,14 @@ class Search:
     def search(self, tuner: Any) -> None:
         from keras_tuner import errors as kt_errors
 
+        from deepfake_audio.core.train_batches import training_input
         from deepfake_audio.stages.callbacks import standard_callbacks
 
         params, data = self.params, self.data
-        train = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
+        # Augmented or plain training batches and class weights (validation is never augmented).
+        fit_input = training_input(data, params)
+        tuner.fit_params = fit_input.params
+        train = fit_input.dataset
         val = data.tf_dataset("validation", params.tune.batch_size)
         callbacks = standard_callbacks(params, val, data.labels("validation"))
         try:
@@ -254,6 +276,7 @@ class Search:
                 callbacks=callbacks,
                 verbose=int(os.environ.get("DEEPFAKE_AUDIO_VERBOSE", "2")),
                 shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
+                class_weight=fit_input.class_weight,
             )
         except kt_errors.FatalError as exc:
             raise UserError(f"tune: {str(exc).strip().splitlines()[0]}") from None
@@ -290,6 +313,7 @@ class Search:
                     "epochs": params.tune.epochs,
                     "batch_size": params.tune.batch_size,
                     "architecture": params.model.architecture,
+                    **self.fit_params(),
                 }
             )
             mlflow.log_metric("max_trials", params.tune.max_trials)

@@ -81,6 +81,11 @@ def _registry_threshold(uri: str) -> float:
 
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+# A Python-model pyfunc: pickled (`mlflow.pyfunc.model`, older versions) or "models from code"
+# (`loaders.code_model`, what `serving.log_model` logs). Either is our `DetectorModel`, which
+# brings its features and threshold; missing the second sent every version logged from code
+# down the Keras-only path (params.yaml's features), or refused it without a project.
+PYFUNC_LOADERS = ("mlflow.pyfunc.model", "mlflow.pyfunc.loaders.code_model")
 
 
 def _check_server(uri: str) -> None:
@@ -138,7 +143,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
     try:
         info = mlflow.models.get_model_info(uri)
         loader = info.flavors.get("python_function", {}).get("loader_module")
-        if loader == "mlflow.pyfunc.model":
+        if loader in PYFUNC_LOADERS:
             model = mlflow.pyfunc.load_model(uri)
             config = getattr(model.unwrap_python_model(), "config", None)
             if config is None:
@@ -188,11 +193,22 @@ def score_files(scorer: Scorer, files: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(params: Params | None, inputs: list[str], model_uri: str | None, fmt: str) -> int:
+def run(
+    params: Params | None,
+    inputs: list[str],
+    model_uri: str | None,
+    fmt: str,
+    timing: bool = False,
+) -> int:
+    """Score the files; with `timing`, say on stderr how long loading and scoring took."""
+    import time
+
     for item in inputs:  # before the (slow) model load
         if not Path(item).exists():
             raise UserError(f"{item}: no such file or directory")
-    scorer, kind, _ = load_model(params, model_uri)
+    started = time.perf_counter()
+    scorer, kind, uri = load_model(params, model_uri)
+    loaded = time.perf_counter()
     if kind == "image":
         from deepfake_audio.core.images import IMAGE_SUFFIXES
 
@@ -200,6 +216,15 @@ def run(params: Params | None, inputs: list[str], model_uri: str | None, fmt: st
     else:
         files = expand(inputs)
     rows = score_files(scorer, files)
+    if timing:  # start-up apart from scoring: the two scale differently
+        seconds = time.perf_counter() - loaded
+        windows = sum(row["windows"] for row in rows)
+        print(
+            f"deepfake-audio: timing: model {uri} loaded in {loaded - started:.2f} s; "
+            f"{len(files)} files ({windows} windows) scored in {seconds:.3f} s "
+            f"({len(files) / max(seconds, 1e-9):.1f} files/s)",
+            file=sys.stderr,
+        )
     if fmt == "json":
         print(json.dumps(rows, indent=2))
     else:

@@ -30,6 +30,7 @@ Then, side by side in one run:
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -463,10 +464,12 @@ def register_model(ws: Workspace, url: str, name: str) -> tuple[str, Path, dict[
     model.save(keras_path)
     config = serving.make_config(params.section("features"), threshold=0.0)
     mlflow.set_tracking_uri(url)
-    mlflow.set_experiment("serving-bench")
-    with mlflow.start_run(run_name="serving-bench"):
-        info = serving.log_model(keras_path, config)
-    version = mlflow.register_model(info.model_uri, name)
+    # MLflow prints run links and registry notes on stdout, which holds the Markdown table.
+    with contextlib.redirect_stdout(sys.stderr):
+        mlflow.set_experiment("serving-bench")
+        with mlflow.start_run(run_name="serving-bench"):
+            info = serving.log_model(keras_path, config)
+        version = mlflow.register_model(info.model_uri, name)
     return f"models:/{name}/{version.version}", keras_path, config
 
 

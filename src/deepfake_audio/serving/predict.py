@@ -34,9 +34,10 @@ from deepfake_audio.core.params import Params
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 # Files scored per call: enough windows to fill the network's batches and the decoding
-# threads, few enough that a folder of any size is scored in bounded memory (~50 MB of
-# log-mel windows for 4 s clips).
-CHUNK_FILES = 256
+# threads, few enough that a folder of any size is scored in bounded memory (two calls in
+# flight hold ~25 MB of log-mel windows for 4 s clips).
+CHUNK_FILES = 64
+CHUNKS_IN_FLIGHT = 2
 
 
 def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
@@ -163,17 +164,30 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
 
 
 def _scores(scorer: Scorer, files: list[Path]) -> Iterator[tuple[Path, Any]]:
-    """(file, its output row), scored `CHUNK_FILES` files at a time.
+    """(file, its output row) in order, scored `CHUNK_FILES` files a call, two calls at a time.
 
-    One call per chunk rather than one for the whole folder: the windows of every file of a
-    call are held in memory at once, so memory stays flat whatever the folder's size.
+    Chunks rather than one call for the whole folder: the windows of every file of a call
+    are held in memory at once, so memory stays flat whatever the folder's size. Two calls in
+    flight overlap one chunk's network (TensorFlow, no GIL) with the next one's decoding.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd
 
-    for start in range(0, len(files), CHUNK_FILES):
-        chunk = files[start : start + CHUNK_FILES]
-        scores = scorer(pd.DataFrame({"path": [str(path) for path in chunk]}))
-        yield from zip(chunk, (out for _, out in scores.iterrows()), strict=True)
+    chunks = [files[i : i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
+
+    def score(chunk: list[Path]) -> Any:
+        return scorer(pd.DataFrame({"path": [str(path) for path in chunk]}))
+
+    with ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="deepfake-audio-chunk") as pool:
+        pending = []
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(score, chunk)))
+            while len(pending) > CHUNKS_IN_FLIGHT or (pending and pending[0][1].done()):
+                done, future = pending.pop(0)
+                yield from zip(done, (out for _, out in future.result().iterrows()), strict=True)
+        for done, future in pending:
+            yield from zip(done, (out for _, out in future.result().iterrows()), strict=True)
 
 
 def score_files(scorer: Scorer, files: list[Path]) -> list[dict[str, Any]]:

@@ -292,10 +292,12 @@ def group_memory(pgid: int) -> dict[str, Any]:
             if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
             resident = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
-            pss = None
+            pss, private = None, 0
             for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss = int(line.split()[1]) * 1024
+                elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    private += int(line.split()[1]) * 1024
             raw = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").strip()
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
@@ -304,6 +306,7 @@ def group_memory(pgid: int) -> dict[str, Any]:
                 "pid": int(entry),
                 "rss_mib": round(resident / 2**20, 1),
                 "pss_mib": None if pss is None else round(pss / 2**20, 1),
+                "uss_mib": round(private / 2**20, 1),
                 "command": raw.decode(errors="replace")[:160],
             }
         )
@@ -781,6 +784,7 @@ def _two_workers(
         memory = server.memory()
     workers = [p for p in memory["processes"] if "multiprocessing" in p["command"]]
     per_worker_pss = median([p["pss_mib"] for p in workers if p["pss_mib"]] or [float("nan")])
+    per_worker_uss = median([p["uss_mib"] for p in workers] or [float("nan")])
     per_worker_rss = median([p["rss_mib"] for p in workers] or [float("nan")])
     details = {
         "c1": {**c1.summary(), **cost_1},
@@ -788,6 +792,7 @@ def _two_workers(
         "memory": memory,
         "worker_rss_mib": per_worker_rss,
         "worker_pss_mib": per_worker_pss,
+        "worker_uss_mib": per_worker_uss,
         "server": f"`mlflow models serve -m {uri} --env-manager local --workers 2`, "
         "DEEPFAKE_AUDIO_THREADS=1",
     }
@@ -802,12 +807,12 @@ def _two_workers(
             details,
         ),
         Figure(
-            "serving.worker_pss_mib",
-            per_worker_pss,
+            "serving.worker_uss_mib",
+            per_worker_uss,
             "MiB",
             1,
-            "proportional set size of one uvicorn worker process (model loaded, warm): what "
-            "one more worker costs",
+            "private memory (USS) of one uvicorn worker process, model loaded and warm: what "
+            "one more worker costs (its RSS and PSS are in details)",
             None,
             details,
         ),

@@ -219,3 +219,43 @@ def test_group_memory_reads_this_process_group() -> None:
     assert os.getpid() in [p["pid"] for p in memory["processes"]]
     assert memory["rss_mib"] > 10
     assert group_cpu_seconds(os.getpgid(0)) > 0
+
+
+SERVING_FIGURES = {
+    "serving.c1_requests_per_second",
+    "serving.c1_p50_ms",
+    "serving.c8_requests_per_second",
+    "serving.c8_p99_ms",
+    "serving.http_errors",
+    "serving.rows_misanswered",
+    "serving.memory_growth_5000_vs_100",
+    "serving.server_rss_mib",
+    "serving.two_workers_c8_requests_per_second",
+    "serving.worker_uss_mib",
+    "serving.predict_clips_per_second",
+    "serving.predict_startup_seconds",
+    "serving.speedup_vs_keras_predict",
+}
+
+
+@pytest.mark.slow
+def test_quick_run_of_the_serving_section(tmp_path: Path) -> None:
+    """Real servers, real requests: every answer right; no timing asserted."""
+    out = tmp_path / "benchmarks.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "serving", "--out", str(out)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert set(figures) >= SERVING_FIGURES
+    assert figures["serving.http_errors"]["value"] == 0
+    assert figures["serving.rows_misanswered"]["value"] == 0
+    for key in SERVING_FIGURES - {"serving.http_errors", "serving.rows_misanswered"}:
+        assert math.isfinite(figures[key]["value"]) and figures[key]["value"] > 0, key
+    assert figures["serving.speedup_vs_keras_predict"]["details"]["same_numbers_to_1e-5"]
+    assert "clips" in figures["serving.c1_p50_ms"]["details"]
+    assert proc.stdout.lstrip().startswith("## Benchmarks")  # nothing else on stdout

@@ -253,3 +253,39 @@ def test_threads_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(inference.THREADS_ENV, bad)
         with pytest.raises(ValueError, match="positive integer"):
             inference.threads_from_env()
+
+
+def test_predict_scores_chunks_in_order_with_bounded_memory(monkeypatch) -> None:
+    """Files go to the scorer in chunks, at most CHUNKS_IN_FLIGHT at a time, rows in order."""
+    import threading
+    import time
+
+    from deepfake_audio.serving import predict
+
+    monkeypatch.setattr(predict, "CHUNK_FILES", 7)
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0, "calls": 0}
+
+    def scorer(frame: pd.DataFrame) -> pd.DataFrame:
+        with lock:
+            state["running"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.01 * (len(frame) % 3))  # chunks finish out of order
+        with lock:
+            state["running"] -= 1
+        n = len(frame)
+        return pd.DataFrame(
+            {
+                "fake_probability": [float(Path(p).stem) / 100 for p in frame["path"]],
+                "label": ["fake"] * n,
+                "windows": [1] * n,
+                "error": [""] * n,
+            }
+        )
+
+    files = [Path(f"{i}.wav") for i in range(50)]
+    rows = predict.score_files(scorer, files)
+    assert [row["path"] for row in rows] == [str(f) for f in files]
+    assert [row["fake_probability"] for row in rows] == [i / 100 for i in range(50)]
+    assert state["calls"] == 8 and state["most"] <= predict.CHUNKS_IN_FLIGHT

@@ -64,6 +64,10 @@ def configure_threads() -> None:
     intra- and inter-op threads when set. TensorFlow accepts that only before its runtime
     starts, so this runs before the model is loaded; if something in the process started it
     already, the setting is reported on stderr and the defaults stay. Idempotent.
+
+    Process-wide and for good: every process that loads the pyfunc gets it, MLflow's check of
+    the input example when the train stage logs a model included. That process has finished
+    its own BLAS-heavy work by then (the fit), and nothing after it needs more threads.
     """
     global _configured
     if _configured:

@@ -18,8 +18,9 @@ Then, side by side in one run:
   whether every bad row came back `label: error` with its reason (and no good row did). Memory
   is the resident set summed over the server's process group (`/proc`), after the first 100
   requests and after 5,000.
-* The same server with `--workers 2` and `DEEPFAKE_AUDIO_THREADS=1`, for docs/serving.md: what
-  a second worker costs (PSS and RSS of a worker process) and what it buys at concurrency 8.
+* A second server beside it with `--workers 2` and `DEEPFAKE_AUDIO_THREADS=1`, for
+  docs/serving.md: what a second worker buys at concurrency 8 (rounds alternating between the
+  two servers) and what it costs (RSS, PSS and private memory of a worker process).
 * `deepfake-audio predict --model models:/<name>/<version> --timing` over a folder of 1,000
   clips (the clip set cycled through symbolic links), 3 runs: clips/s over the scoring time the
   command reports, start-up (imports, model download and load) apart.
@@ -72,7 +73,8 @@ FULL = {
     "memory_total": 5000,
     "memory_first": 100,
     "two_workers_c1": 100,
-    "two_workers_c8": 600,
+    "two_workers_c8": 400,
+    "two_workers_rounds": 4,
     "predict_clips": 1000,
     "predict_repeats": 3,
     "ratio_rows": 20,
@@ -85,6 +87,7 @@ QUICK = {
     "memory_first": 100,
     "two_workers_c1": 20,
     "two_workers_c8": 40,
+    "two_workers_rounds": 2,
     "predict_clips": 40,
     "predict_repeats": 1,
     "ratio_rows": 4,
@@ -640,28 +643,25 @@ def ratio_figure(keras_path: Path, config: dict[str, Any], sources: list[Path], 
 
 
 def _served(
-    uri: str, base: Path, env: dict[str, str], requests: Requests, sizes: dict[str, int]
+    server: ModelServer, uri: str, requests: Requests, sizes: dict[str, int]
 ) -> list[Figure]:
-    """One worker, default threads: the targets' figures."""
-    log("serving: starting `mlflow models serve` (1 worker)")
-    with ModelServer(uri, base / "server-1", env) as server:
-        log(f"serving: up in {server.startup_seconds:.0f} s on port {server.port}")
-        idle = server.memory()
-        first = sizes["memory_first"]
-        warm = load(server.port, requests, first, 8, first=0)
-        after_first = server.memory()
-        sent = first
-        log(f"serving: concurrency 1, {sizes['c1']} requests")
-        c1, load_1 = measured(server, requests, sizes["c1"], 1, sent)
-        sent += sizes["c1"]
-        log(f"serving: concurrency 8, {sizes['c8']} requests")
-        c8, load_8 = measured(server, requests, sizes["c8"], 8, sent)
-        sent += sizes["c8"]
-        rest = max(0, sizes["memory_total"] - sent)
-        log(f"serving: {rest} more requests at concurrency 8 (memory after {sent + rest})")
-        tail = load(server.port, requests, rest, 8, first=sent)
-        sent += rest
-        after_all = server.memory()
+    """One worker, default threads: the targets' figures (the caller starts and stops it)."""
+    idle = server.memory()
+    first = sizes["memory_first"]
+    warm = load(server.port, requests, first, 8, first=0)
+    after_first = server.memory()
+    sent = first
+    log(f"serving: concurrency 1, {sizes['c1']} requests")
+    c1, load_1 = measured(server, requests, sizes["c1"], 1, sent)
+    sent += sizes["c1"]
+    log(f"serving: concurrency 8, {sizes['c8']} requests")
+    c8, load_8 = measured(server, requests, sizes["c8"], 8, sent)
+    sent += sizes["c8"]
+    rest = max(0, sizes["memory_total"] - sent)
+    log(f"serving: {rest} more requests at concurrency 8 (memory after {sent + rest})")
+    tail = load(server.port, requests, rest, 8, first=sent)
+    sent += rest
+    after_all = server.memory()
     runs = [warm, c1, c8, tail]
     http_errors = sum(r.http_errors for r in runs)
     unexplained = sum(r.bad_rows_unexplained + r.good_rows_failed for r in runs)
@@ -774,34 +774,61 @@ def _served(
 
 
 def _two_workers(
-    uri: str, base: Path, env: dict[str, str], requests: Requests, sizes: dict[str, int]
+    one: ModelServer, two: ModelServer, uri: str, requests: Requests, sizes: dict[str, int]
 ) -> list[Figure]:
-    log("serving: starting `mlflow models serve --workers 2` (DEEPFAKE_AUDIO_THREADS=1)")
-    with ModelServer(uri, base / "server-2", env, workers=2, threads=1) as server:
-        load(server.port, requests, 40, 4, first=0)
-        c1, cost_1 = measured(server, requests, sizes["two_workers_c1"], 1, 40)
-        c8, cost_8 = measured(server, requests, sizes["two_workers_c8"], 8, 40)
-        memory = server.memory()
+    """1 worker against 2 workers at 8 clients, both servers up, rounds interleaved."""
+    load(two.port, requests, 40, 4, first=0)
+    rates: dict[str, list[float]] = {"one": [], "two": []}
+    p99: dict[str, list[float]] = {"one": [], "two": []}
+    costs: dict[str, list[dict[str, Any]]] = {"one": [], "two": []}
+    servers = {"one": one, "two": two}
+    wrong = 0
+    for r in range(sizes["two_workers_rounds"]):
+        for name in ("one", "two") if r % 2 == 0 else ("two", "one"):
+            result, cost = measured(servers[name], requests, sizes["two_workers_c8"], 8, 0)
+            rates[name].append(result.per_second)
+            wrong += result.http_errors + result.bad_rows_unexplained + result.good_rows_failed
+            p99[name].append(result.percentile_ms(99))
+            costs[name].append(cost)
+    c1, cost_1 = measured(two, requests, sizes["two_workers_c1"], 1, 0)
+    memory = two.memory()
     workers = [p for p in memory["processes"] if "multiprocessing" in p["command"]]
     per_worker_pss = median([p["pss_mib"] for p in workers if p["pss_mib"]] or [float("nan")])
     per_worker_uss = median([p["uss_mib"] for p in workers] or [float("nan")])
     per_worker_rss = median([p["rss_mib"] for p in workers] or [float("nan")])
     details = {
-        "c1": {**c1.summary(), **cost_1},
-        "c8": {**c8.summary(), **cost_8},
-        "memory": memory,
+        "c8_requests_per_second_1_worker": spread(rates["one"]),
+        "c8_requests_per_second_2_workers": spread(rates["two"]),
+        "c8_p99_ms_1_worker": spread(p99["one"]),
+        "c8_p99_ms_2_workers": spread(p99["two"]),
+        "c8_costs_1_worker": costs["one"],
+        "c8_costs_2_workers": costs["two"],
+        "c1_2_workers": {**c1.summary(), **cost_1},
+        "requests_answered_wrong": wrong + c1.http_errors + c1.bad_rows_unexplained,
+        "memory_2_workers": memory,
         "worker_rss_mib": per_worker_rss,
         "worker_pss_mib": per_worker_pss,
         "worker_uss_mib": per_worker_uss,
-        "server": f"`mlflow models serve -m {uri} --env-manager local --workers 2`, "
-        "DEEPFAKE_AUDIO_THREADS=1",
+        "servers": f"`mlflow models serve -m {uri} --env-manager local`: --workers 1 with "
+        "default threads (the server above) against --workers 2 with DEEPFAKE_AUDIO_THREADS=1",
     }
     return [
         Figure(
+            "serving.two_workers_c8_speedup",
+            median(rates["two"]) / median(rates["one"]),
+            "x",
+            len(rates["two"]),
+            f"requests/s at 8 clients, {sizes['two_workers_c8']} requests a round: "
+            "--workers 2 (DEEPFAKE_AUDIO_THREADS=1) over --workers 1, both servers up, "
+            "rounds interleaved",
+            None,
+            details,
+        ),
+        Figure(
             "serving.two_workers_c8_requests_per_second",
-            c8.per_second,
+            median(rates["two"]),
             "req/s",
-            1,
+            len(rates["two"]),
             "as serving.c8_requests_per_second, with --workers 2 and DEEPFAKE_AUDIO_THREADS=1",
             None,
             details,
@@ -843,8 +870,14 @@ def run(ws: Workspace) -> list[Figure]:
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
         requests = Requests([p.read_bytes() for p in sources], bad_rows())
-        figures += _served(uri, base, env, requests, sizes)
-        figures += _two_workers(uri, base, env, requests, sizes)
+        log("serving: starting `mlflow models serve` (1 worker)")
+        with ModelServer(uri, base / "server-1", env) as one:
+            log(f"serving: up in {one.startup_seconds:.0f} s on port {one.port}")
+            figures += _served(one, uri, requests, sizes)
+            log("serving: starting `mlflow models serve --workers 2` (DEEPFAKE_AUDIO_THREADS=1)")
+            with ModelServer(uri, base / "server-2", env, workers=2, threads=1) as two:
+                log("serving: 1 worker against 2 workers at 8 clients, interleaved")
+                figures += _two_workers(one, two, uri, requests, sizes)
         figures += predict_figures(uri, sources, base, env, sizes)
         log("serving: in-process compiled network vs keras.Model.predict")
         figures.append(ratio_figure(keras_path, config, sources, sizes))

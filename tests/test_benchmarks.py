@@ -231,6 +231,7 @@ SERVING_FIGURES = {
     "serving.memory_growth_5000_vs_100",
     "serving.server_rss_mib",
     "serving.two_workers_c8_requests_per_second",
+    "serving.two_workers_c8_speedup",
     "serving.worker_uss_mib",
     "serving.predict_clips_per_second",
     "serving.predict_startup_seconds",
@@ -257,5 +258,6 @@ def test_quick_run_of_the_serving_section(tmp_path: Path) -> None:
     for key in SERVING_FIGURES - {"serving.http_errors", "serving.rows_misanswered"}:
         assert math.isfinite(figures[key]["value"]) and figures[key]["value"] > 0, key
     assert figures["serving.speedup_vs_keras_predict"]["details"]["same_numbers_to_1e-5"]
+    assert figures["serving.two_workers_c8_speedup"]["details"]["requests_answered_wrong"] == 0
     assert "clips" in figures["serving.c1_p50_ms"]["details"]
     assert proc.stdout.lstrip().startswith("## Benchmarks")  # nothing else on stdout

@@ -162,6 +162,7 @@ def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
     from deepfake_audio import models
     from deepfake_audio.core.shards import SpectrogramDataset
     from deepfake_audio.serving import pyfunc as serving
+    from deepfake_audio.serving.inference import ROWS_PER_THREAD
     from deepfake_audio.sources import list_clips
     from deepfake_audio.stages import dataset
 
@@ -184,7 +185,7 @@ def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
     mixed = values[:3] + [v for v, _ in bad] + values[3:]
     column = serving.input_columns(kind)[0]
     frame = pd.DataFrame({column: mixed}, index=pd.RangeIndex(100, 100 + len(mixed)))
-    assert len(frame) >= 2 * serving.ROWS_PER_THREAD
+    assert len(frame) >= 2 * ROWS_PER_THREAD
 
     got = fast.score(frame)
     want = reference.score(frame)

@@ -39,6 +39,9 @@ import numpy as np
 BATCH_SIZE = 64
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 THREADS_ENV = "DEEPFAKE_AUDIO_THREADS"
+# A frame of at least this many rows per thread is decoded on several threads
+# (`Detector.row_inputs`): `deepfake-audio predict`'s chunks, not a request of a row or two.
+ROWS_PER_THREAD = 8
 
 _configured = False
 

@@ -55,7 +55,12 @@ import numpy as np
 import pandas as pd
 
 from deepfake_audio.core.params import FeaturesParams, LfccParams
-from deepfake_audio.serving.inference import Network, configure_threads, row_threads
+from deepfake_audio.serving.inference import (
+    ROWS_PER_THREAD,
+    Network,
+    configure_threads,
+    row_threads,
+)
 
 CONFIG_FORMAT = 1
 KERAS_ARTIFACT = "keras_model"
@@ -67,8 +72,6 @@ OUTPUT_COLUMNS = ("fake_probability", "label", "windows", "error")
 # Windows start every half window: each moment of a long recording is seen by two windows,
 # once away from a window edge.
 WINDOW_HOP = 0.5
-# A frame of at least this many rows per thread is decoded on several threads (`row_inputs`).
-ROWS_PER_THREAD = 8
 # The package's own imports at scoring time, pinned in the logged model's requirements.
 SERVING_PACKAGES = (
     "tensorflow",

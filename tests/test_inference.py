@@ -250,9 +250,11 @@ def test_threads_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     assert inference.threads_from_env() == 3 and inference.row_threads() == 3
     monkeypatch.setenv(inference.THREADS_ENV, "")
     assert inference.threads_from_env() is None and inference.row_threads() >= 1
-    for bad in ("0", "two", "-1"):
+    from deepfake_audio.core.errors import UserError
+
+    for bad in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv(inference.THREADS_ENV, bad)
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(UserError, match="positive integer"):
             inference.threads_from_env()
 
 

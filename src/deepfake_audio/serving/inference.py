@@ -47,16 +47,22 @@ _configured = False
 
 
 def threads_from_env() -> int | None:
-    """`DEEPFAKE_AUDIO_THREADS` as a positive int, None when unset or empty."""
+    """`DEEPFAKE_AUDIO_THREADS` as a positive int, None when unset or empty.
+
+    A bad value is a `UserError` (one line from the CLI; the model fails to load in a
+    server), never a ValueError, which the pyfunc would answer as a bad request.
+    """
+    from deepfake_audio.core.errors import UserError
+
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{THREADS_ENV}={raw!r}: expected a positive integer") from None
+        value = 0
     if value < 1:
-        raise ValueError(f"{THREADS_ENV}={raw!r}: expected a positive integer")
+        raise UserError(f"{THREADS_ENV}={raw!r}: expected a positive integer")
     return value
 
 

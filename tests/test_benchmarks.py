@@ -141,3 +141,123 @@ def test_quick_run_of_the_cheap_sections(tmp_path: Path) -> None:
     assert figures["features.speedup_vs_librosa"]["details"]["synthetic_demo_corpus"] is True
     for key in CHEAP_FIGURES:
         assert f"`{key}`" in proc.stdout  # the Markdown table
+
+
+def _fake_model_server(answer):
+    """A loopback HTTP server whose /invocations answers `answer(value) -> (status, row)`."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            (value,) = body["dataframe_split"]["data"][0]
+            status, row = answer(value)
+            payload = json.dumps({"predictions": [row]}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_serving_load_generator_counts_what_it_must() -> None:
+    """Every request answered and timed; bad rows must come back as errors with their reason."""
+    from benchmarks.serving_bench import BAD_EVERY, Requests, bad_rows, load
+
+    bad = bad_rows()
+    reasons = dict(bad)
+
+    def honest(value: str):
+        if value in reasons:
+            return 200, {"label": "error", "error": f"<bytes>: {reasons[value]}"}
+        return 200, {"label": "real", "error": "", "fake_probability": 0.2}
+
+    def sloppy(value: str):
+        if value == bad[0][0]:
+            return 200, {"label": "real", "error": ""}  # a bad row scored as if good
+        if value == bad[1][0]:
+            return 500, {}
+        return honest(value)
+
+    requests = Requests([b"one", b"two", b"three"], bad)
+    assert [requests[i][1] is not None for i in range(BAD_EVERY)] == [False] * 9 + [True]
+    server = _fake_model_server(honest)
+    try:
+        result = load(server.server_address[1], requests, 100, 4)
+    finally:
+        server.shutdown()
+    assert result.requests == 100 and len(result.latencies) == 100
+    assert result.bad_rows == 10 and result.bad_rows_unexplained == 0
+    assert result.http_errors == 0 and result.good_rows_failed == 0
+    assert result.per_second > 0 and 0 < result.percentile_ms(50) <= result.percentile_ms(99)
+
+    server = _fake_model_server(sloppy)
+    try:
+        result = load(server.server_address[1], requests, 100, 3)
+    finally:
+        server.shutdown()
+    assert result.requests == 100
+    assert result.http_errors == 2 and result.bad_rows_unexplained == 2, result.summary()
+
+
+def test_group_memory_reads_this_process_group() -> None:
+    import os
+
+    from benchmarks.serving_bench import group_cpu_seconds, group_memory
+
+    memory = group_memory(os.getpgid(0))
+    assert os.getpid() in [p["pid"] for p in memory["processes"]]
+    assert memory["rss_mib"] > 10
+    assert group_cpu_seconds(os.getpgid(0)) > 0
+
+
+SERVING_FIGURES = {
+    "serving.c1_requests_per_second",
+    "serving.c1_p50_ms",
+    "serving.c8_requests_per_second",
+    "serving.c8_p99_ms",
+    "serving.http_errors",
+    "serving.rows_misanswered",
+    "serving.memory_growth_5000_vs_100",
+    "serving.server_rss_mib",
+    "serving.two_workers_c8_requests_per_second",
+    "serving.two_workers_c8_speedup",
+    "serving.worker_uss_mib",
+    "serving.predict_clips_per_second",
+    "serving.predict_startup_seconds",
+    "serving.speedup_vs_keras_predict",
+}
+
+
+@pytest.mark.slow
+def test_quick_run_of_the_serving_section(tmp_path: Path) -> None:
+    """Real servers, real requests: every answer right; no timing asserted."""
+    out = tmp_path / "benchmarks.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "serving", "--out", str(out)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert set(figures) >= SERVING_FIGURES
+    assert figures["serving.http_errors"]["value"] == 0
+    assert figures["serving.rows_misanswered"]["value"] == 0
+    for key in SERVING_FIGURES - {"serving.http_errors", "serving.rows_misanswered"}:
+        assert math.isfinite(figures[key]["value"]) and figures[key]["value"] > 0, key
+    assert figures["serving.speedup_vs_keras_predict"]["details"]["same_numbers_to_1e-5"]
+    assert figures["serving.two_workers_c8_speedup"]["details"]["requests_answered_wrong"] == 0
+    assert "clips" in figures["serving.c1_p50_ms"]["details"]
+    assert proc.stdout.lstrip().startswith("## Benchmarks")  # nothing else on stdout

@@ -558,3 +558,30 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
             assert out["score"][i] == pytest.approx(logit, rel=1e-4, abs=1e-6)
             assert out["label"][i] == ("real" if logit > threshold else "fake")
         assert list(out["windows"]) == [1, 1]
+
+
+@pytest.mark.slow
+def test_predict_with_model_uri_needs_no_project_and_reports_timing(
+    served: Served, mlflow_server: str, tmp_path: Path
+) -> None:
+    """A version logged from code (pyfunc `loaders.code_model`) brings its own features and
+    threshold: no params.yaml in sight, and `--timing` reports start-up apart from scoring."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    files = [str(served.files[key]) for key in ("clip", "long")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepfake_audio.cli", "predict", "--model"]
+        + [f"models:/{served.name}@champion", "--timing", "--format", "json", *files],
+        cwd=tmp_path,  # no params.yaml here
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    for row, key in zip(rows, ("clip", "long"), strict=True):
+        probability, label = served.expected(key)
+        assert row["fake_probability"] == pytest.approx(probability, abs=2e-6)
+        assert row["label"] == label
+    assert [row["windows"] for row in rows] == [1, 5]
+    assert "loaded in" in proc.stderr and "2 files (6 windows) scored in" in proc.stderr

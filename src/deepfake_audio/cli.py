@@ -174,7 +174,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # pointing at one, predict runs anywhere, with MLFLOW_TRACKING_URI alone.
     needs_project = args.model is None or Path(args.model).suffix == ".keras"
     params = _params(args) if needs_project or Path(args.params).is_file() else None
-    return prediction.run(params, args.inputs, args.model, args.format)
+    return prediction.run(params, args.inputs, args.model, args.format, timing=args.timing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="model URI (default: models:/<registry.model_name>@champion)"
     )
     p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument(
+        "--timing",
+        action="store_true",
+        help="print on stderr how long the model load and the scoring took (start-up apart)",
+    )
     p.set_defaults(func=cmd_predict)
     return parser
 

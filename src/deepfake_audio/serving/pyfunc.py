@@ -67,6 +67,12 @@ import pandas as pd
 
 from deepfake_audio.core.calibration import Calibration
 from deepfake_audio.core.params import FeaturesParams, LfccParams
+from deepfake_audio.serving.inference import (
+    ROWS_PER_THREAD,
+    Network,
+    configure_threads,
+    row_threads,
+)
 
 # 2: adds `calibration` (a `Calibration.to_dict`, or null) and `target_prior`. Format 1
 # configs (no calibration) are still read: their fake_probability is sigmoid(-logit).
@@ -81,7 +87,6 @@ OUTPUT_COLUMNS = ("fake_probability", "label", "windows", "error", "score")
 # Windows start every half window: each moment of a long recording is seen by two windows,
 # once away from a window edge.
 WINDOW_HOP = 0.5
-BATCH_SIZE = 64
 # The package's own imports at scoring time, pinned in the logged model's requirements.
 SERVING_PACKAGES = (
     "tensorflow",
@@ -93,6 +98,7 @@ SERVING_PACKAGES = (
     "pillow",
     "pyyaml",
     "cloudpickle",
+    "threadpoolctl",
 )
 
 
@@ -250,6 +256,8 @@ class Detector:
                 f"the Keras model takes inputs of shape {got}, but its serving config "
                 f"describes features of shape {expected}"
             )
+        # The network compiled once, here, so that no request pays for set-up (inference.py).
+        self.network = Network(model)
 
     @property
     def kind(self) -> str:
@@ -287,8 +295,9 @@ class Detector:
 
                 wave = load_wave(source, fp.sample_rate)
                 windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)
-                feats = np.stack([clip_features(window, fp) for window in windows])
-                inputs = feats.reshape((-1, *fp.input_shape)).astype(np.float32)
+                inputs = np.empty((len(windows), *fp.input_shape), dtype=np.float32)
+                for i, window in enumerate(windows):  # straight into the batch: no stack copy
+                    inputs[i] = clip_features(window, fp).reshape(fp.input_shape)
         except (UserError, ValueError) as exc:
             raise RowError(str(exc)) from None
         if not np.all(np.isfinite(inputs)):  # the dataset stage rejects these too
@@ -297,21 +306,38 @@ class Detector:
         return inputs
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
-        out = self.model.predict(inputs, batch_size=BATCH_SIZE, verbose=0)
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        """Bona fide logits of a batch of windows, through the network compiled at load."""
+        return self.network(inputs).astype(np.float64)
+
+    def row_inputs(self, column: str, values: list[Any]) -> tuple[list[np.ndarray], list[str]]:
+        """Every row's windows (none for a row that cannot be scored) and its error or "".
+
+        Rows of a large frame (`deepfake-audio predict` over a folder) are decoded on a few
+        threads: decoding, the FFT and the filterbank product release the GIL. A request of a
+        row or two stays on the calling thread, where a pool would cost more than it saves.
+        """
+
+        def one(value: Any) -> tuple[np.ndarray, str]:
+            try:
+                return self.windows(column, value), ""
+            except RowError as exc:
+                empty = np.empty((0, *self.features.input_shape), dtype=np.float32)
+                return empty, str(exc) or "cannot be scored"
+
+        workers = min(row_threads(), len(values) // ROWS_PER_THREAD)
+        if workers < 2:
+            results = [one(value) for value in values]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="deepfake-audio-rows") as pool:
+                results = list(pool.map(one, values))
+        return [r[0] for r in results], [r[1] for r in results]
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One output row per input row (same index), in the order given."""
         column = self.column(frame)
-        errors: list[str] = []
-        parts: list[np.ndarray] = []
-        for value in frame[column].tolist():
-            try:
-                parts.append(self.windows(column, value))
-                errors.append("")
-            except RowError as exc:
-                parts.append(np.empty((0, *self.features.input_shape), dtype=np.float32))
-                errors.append(str(exc) or "cannot be scored")
+        parts, errors = self.row_inputs(column, frame[column].tolist())
         counts = [len(p) for p in parts]
         stacked = np.concatenate(parts) if any(counts) else None
         logits = self.logits(stacked) if stacked is not None else np.empty(0)
@@ -360,6 +386,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from deepfake_audio.core.backend import grow_gpu_memory, import_tensorflow
 
+        configure_threads()  # before TensorFlow's runtime starts: it fixes its pools then
         grow_gpu_memory(import_tensorflow())
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         if int(config.get("format", 0)) > CONFIG_FORMAT:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from benchmarks.quality import experiments
 
 from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
 
@@ -203,29 +204,12 @@ def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server:
     assert "Running stage 'dataset'" not in out
     assert "Running stage 'baseline'" not in out  # same data, same baseline params
     assert "Running stage 'tune'" in out
-    shown = json.loads(pipeline.run("dvc", "exp", "show", "--json"))
-    found = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            data = node.get("data") or {}
-            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get(
-                "data"
-            ) or {}
-            if (
-                node.get("name")
-                and params.get("tune", {}).get("max_trials") == 3
-                and "test_eer" in metrics
-            ):
-                found.append(node["name"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(shown)
+    shown = experiments(json.loads(pipeline.run("dvc", "exp", "show", "--json")))
+    found = [
+        name
+        for name, exp in shown.items()
+        if exp["params"].get("tune", {}).get("max_trials") == 3 and "test_eer" in exp["metrics"]
+    ]
     assert found, "the experiment and its metrics are in `dvc exp show --json`"
     name = found[0]
     client = _client(mlflow_server)

@@ -398,25 +398,17 @@ def norm_axes(feature_shape: tuple[int, ...]) -> tuple[int, ...]:
     return {3: (0, 1), 2: (1,), 1: (0,)}[len(feature_shape)]
 
 
-class _ShardWriter:
-    """Streams one split's features into fixed-size .npy shards, atomically each."""
+class _Shards:
+    """Streams arrays into fixed-size `<prefix>-NNNNN.npy` shards, each written atomically."""
 
-    def __init__(self, out: Path, split: str, shard_size: int, feature_shape: tuple[int, ...]):
-        self.out, self.split, self.shard_size = out, split, shard_size
-        self.axes = norm_axes(feature_shape)
-        size = {3: feature_shape[-1], 2: feature_shape[0], 1: 1}[len(feature_shape)]
+    def __init__(self, out: Path, prefix: str, shard_size: int) -> None:
+        self.out, self.prefix, self.shard_size = out, prefix, shard_size
         self.buffer: list[np.ndarray] = []
         self.shard = 0
-        self.sum = np.zeros(size, dtype=np.float64)
-        self.sumsq = np.zeros(size, dtype=np.float64)
-        self.count = 0
 
-    def add(self, feats: np.ndarray, moments: _Moments) -> tuple[int, int]:
-        """Buffer one clip's features; `moments` is `_moments(feats)`, from the worker."""
-        self.sum += moments[0]
-        self.sumsq += moments[1]
-        self.count += int(np.prod([feats.shape[a] for a in self.axes]))
-        self.buffer.append(feats)
+    def add(self, array: np.ndarray) -> tuple[int, int]:
+        """Buffer one clip's array; returns its (shard, row)."""
+        self.buffer.append(array)
         where = (self.shard, len(self.buffer) - 1)
         if len(self.buffer) >= self.shard_size:
             self.flush()
@@ -425,10 +417,28 @@ class _ShardWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        path = self.out / f"{self.split}-{self.shard:05d}.npy"
-        _save(path, self.buffer)
+        _save(self.out / f"{self.prefix}-{self.shard:05d}.npy", self.buffer)
         self.buffer = []
         self.shard += 1
+
+
+class _ShardWriter(_Shards):
+    """One split's features, with the normalisation moments accumulated on the way."""
+
+    def __init__(self, out: Path, split: str, shard_size: int, feature_shape: tuple[int, ...]):
+        super().__init__(out, split, shard_size)
+        self.axes = norm_axes(feature_shape)
+        size = {3: feature_shape[-1], 2: feature_shape[0], 1: 1}[len(feature_shape)]
+        self.sum = np.zeros(size, dtype=np.float64)
+        self.sumsq = np.zeros(size, dtype=np.float64)
+        self.count = 0
+
+    def add_clip(self, feats: np.ndarray, moments: _Moments) -> tuple[int, int]:
+        """Buffer one clip's features; `moments` is `_moments(feats)`, from the worker."""
+        self.sum += moments[0]
+        self.sumsq += moments[1]
+        self.count += int(np.prod([feats.shape[a] for a in self.axes]))
+        return self.add(feats)
 
     def statistics(self) -> dict[str, Any]:
         mean = self.sum / max(self.count, 1)
@@ -436,27 +446,11 @@ class _ShardWriter:
         return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
 
 
-class _WaveWriter:
+class _WaveWriter(_Shards):
     """The training waves, int16 (clips, max_samples), row for row beside the feature shards."""
 
     def __init__(self, out: Path, shard_size: int) -> None:
-        self.out, self.shard_size = out, shard_size
-        self.buffer: list[np.ndarray] = []
-        self.shard = 0
-
-    def add(self, wave: np.ndarray) -> tuple[int, int]:
-        self.buffer.append(wave)
-        where = (self.shard, len(self.buffer) - 1)
-        if len(self.buffer) >= self.shard_size:
-            self.flush()
-        return where
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        _save(self.out / f"{WAVE_SHARD_PREFIX}-{self.shard:05d}.npy", self.buffer)
-        self.buffer = []
-        self.shard += 1
+        super().__init__(out, WAVE_SHARD_PREFIX, shard_size)
 
 
 def _save(path: Path, rows: list[np.ndarray]) -> None:
@@ -546,7 +540,7 @@ def _write_splits(
                                     f"{clip.path} ({split}) has the same audio as {other.path} "
                                     f"({other.split}): the same clip in two splits leaks the test"
                                 )
-                        shard, row = writer.add(feats, moments)
+                        shard, row = writer.add_clip(feats, moments)
                         wave = meta.pop("wave", None)
                         if waves is not None and waves.add(wave) != (shard, row):
                             raise AssertionError("wave shards out of step with feature shards")

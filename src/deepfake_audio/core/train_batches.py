@@ -227,9 +227,18 @@ def effective_augment(augment: AugmentParams, kind: str) -> AugmentParams:
 
 def log_params(augment: AugmentParams, kind: str, weights: dict[int, float] | None) -> dict:
     """Flat, MLflow-ready names of what the training batches did: ``augment.*`` and the class
-    weights (``class_weight.bonafide``, ``class_weight.spoof``; 1.0 when unweighted)."""
-    params = effective_augment(augment, kind).flat()
-    out = {k: str(list(v)) if isinstance(v, list) else v for k, v in params.items()}
+    weights (``class_weight.bonafide``, ``class_weight.spoof``; 1.0 when unweighted).
+
+    Augmentation that is off (or does not apply to the kind) is logged as
+    ``augment.enabled: False`` alone: the other settings did nothing, and a resumed search
+    (whose name ignores them then) must not log different values on its parent run.
+    """
+    effective = effective_augment(augment, kind)
+    if effective.enabled:
+        params = effective.flat()
+        out = {k: str(list(v)) if isinstance(v, list) else v for k, v in params.items()}
+    else:
+        out = {"augment.enabled": False}
     weights = weights or {0: 1.0, 1: 1.0}
     out["class_weight.bonafide"] = weights[1]
     out["class_weight.spoof"] = weights[0]

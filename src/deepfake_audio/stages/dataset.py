@@ -229,7 +229,10 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
     return index, rows
 
 
-def _row(copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp) -> _Row:
+def _row(
+    copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp: FeaturesParams
+) -> _Row:
+    """A computed row, checked: features that are not finite make the clip a bad file."""
     if not np.all(np.isfinite(feats)):
         raise BadFile(f"{clip.path}: features are not finite")
     return copy, _stored(feats, fp), meta, _moments(feats)

@@ -444,7 +444,11 @@ def test_without_augmentation_training_is_the_in_memory_path(built: dict) -> Non
     same = data.tf_dataset("train", params.tune.batch_size, shuffle=True, seed=params.seed)
     for (xa, _), (xb, _) in zip(_batches(fit.dataset), _batches(same), strict=True):
         np.testing.assert_array_equal(xa, xb)
-    assert fit.params["augment.enabled"] is False
+    assert fit.params == {
+        "augment.enabled": False,  # nothing else: settings that did nothing are not logged
+        "class_weight.bonafide": 1.0,
+        "class_weight.spoof": 1.0,
+    }
 
 
 def test_augmentation_needs_the_training_waves(built: dict) -> None:
@@ -507,3 +511,18 @@ def test_the_kept_model_is_the_best_validation_epoch_without_an_early_stop() -> 
     assert len(history.history["loss"]) == 4
     for got, best in zip(model.get_weights(), fake.weights[1], strict=True):
         np.testing.assert_array_equal(got, best)
+
+
+def test_a_resumed_search_logs_what_it_logged_before() -> None:
+    """Settings of augmentation that is off neither rename the search nor change what its
+    parent run logs (MLflow refuses to change a logged param: a resumed search failed)."""
+    from deepfake_audio.core.train_batches import log_params
+    from deepfake_audio.stages.tune.search import project_name
+
+    off = parse_params({"augment": {"enabled": False, "rawboost_p": 0.0}})
+    off_other = parse_params({"augment": {"enabled": False, "rawboost_p": 0.5}})
+    assert project_name(off, "d") == project_name(off_other, "d")
+    assert log_params(off.augment, "logmel", None) == log_params(off_other.augment, "logmel", None)
+    on = parse_params({"augment": {"enabled": True, "rawboost_p": 0.0}})
+    on_other = parse_params({"augment": {"enabled": True, "rawboost_p": 0.5}})
+    assert project_name(on, "d") != project_name(on_other, "d")  # a different search

@@ -150,9 +150,14 @@ def file_features(
 def _demo_features(
     clip: Clip, fp: FeaturesParams, keep_wave: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """A demo clip's features (and, with `keep_wave`, a `features.max_seconds` wave: the
-    generator plans its utterance over the length asked for, so a stored training wave is
-    generated at that length and the features are its `features.crop` window)."""
+    """A demo clip's features (and, with `keep_wave`, its wave under meta "wave").
+
+    Every demo clip is generated `features.clip_seconds` long, training clips too: the
+    generator plans its utterance over the length asked for, so longer training clips would
+    differ from validation and test ones in more than length (a split mismatch the model
+    would pay for). The demo corpus has no durations to randomise: a random window of a
+    demo clip is the clip.
+    """
     from deepfake_audio.sources.demo import DemoClip, generate_clip
 
     demo = DemoClip(
@@ -163,13 +168,15 @@ def _demo_features(
         attack=clip.attack,
         seed=clip.demo_seed,  # type: ignore[arg-type]
     )
-    seconds = fp.max_seconds if keep_wave else fp.clip_seconds
-    wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=seconds)
+    wave = generate_clip(demo, sample_rate=fp.sample_rate, clip_seconds=fp.clip_seconds)
     digest = hashlib.sha256(np.ascontiguousarray(wave).tobytes()).hexdigest()
-    meta: dict[str, Any] = {"duration_s": seconds, "sample_rate": fp.sample_rate, "sha256": digest}
+    meta: dict[str, Any] = {
+        "duration_s": fp.clip_seconds,
+        "sample_rate": fp.sample_rate,
+        "sha256": digest,
+    }
     if keep_wave:
         meta["wave"] = wave
-        wave = fix_length(wave, fp.n_samples, crop=fp.crop, pad=fp.pad)
     return clip_features(wave, fp), meta
 
 
@@ -200,7 +207,7 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
 
     The first row is the clip itself (copy 0): its stored features (float16, or int16 for
     waveforms) and their moments, or its error. A training clip of a build that keeps waves
-    also brings its int16 wave (meta "wave", padded to max_samples) and real length, and
+    also brings its int16 wave (meta "wave", at most max_samples long) and length, and
     then one row per codec copy, made from the same decoded wave (decoding or generating a
     clip costs more than the round trip itself).
     """
@@ -219,7 +226,7 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
             wave = meta.pop("wave")
             length = min(int(wave.size), fp.max_samples)
             stored = fix_length(wave, fp.max_samples, crop=fp.crop, pad=fp.pad)[:length]
-            meta["wave"] = encode_waves(fix_length(stored, fp.max_samples, fp.crop, fp.pad))
+            meta["wave"] = encode_waves(stored)
             meta["wave_samples"] = length
         rows = [_row(0, feats, meta, clip, fp)]
     except BadFile as exc:
@@ -229,7 +236,10 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
     return index, rows
 
 
-def _row(copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp) -> _Row:
+def _row(
+    copy: int, feats: np.ndarray, meta: dict[str, Any], clip: Clip, fp: FeaturesParams
+) -> _Row:
+    """A computed row, checked: features that are not finite make the clip a bad file."""
     if not np.all(np.isfinite(feats)):
         raise BadFile(f"{clip.path}: features are not finite")
     return copy, _stored(feats, fp), meta, _moments(feats)
@@ -244,7 +254,7 @@ def _copy_row(stored: np.ndarray, clip: Clip, copy: int, source: dict[str, Any])
         feats = clip_features(fix_length(wave, fp.n_samples, fp.crop, fp.pad), fp)
         meta = {k: v for k, v in source.items() if k not in ("wave", "augmentation")}
         meta["augmentation"] = augmentation
-        meta["wave"] = encode_waves(fix_length(wave, fp.max_samples, fp.crop, fp.pad))
+        meta["wave"] = encode_waves(wave)
         return _row(copy, feats, meta, clip, fp)
     except (BadFile, UserError, ValueError) as exc:
         return copy, None, {"error": _relative(f"{clip.path}: {exc}", clip, _JOB.root)}, None
@@ -447,10 +457,19 @@ class _ShardWriter(_Shards):
 
 
 class _WaveWriter(_Shards):
-    """The training waves, int16 (clips, max_samples), row for row beside the feature shards."""
+    """The training waves, int16, row for row beside the feature shards.
+
+    A shard is as wide as its longest wave (at most max_samples), shorter ones zero-padded
+    after their `wave_samples`: a corpus of short clips does not store seconds of padding.
+    """
 
     def __init__(self, out: Path, shard_size: int) -> None:
         super().__init__(out, WAVE_SHARD_PREFIX, shard_size)
+
+    def flush(self) -> None:
+        width = max((w.size for w in self.buffer), default=0)
+        self.buffer = [np.pad(w, (0, width - w.size)) for w in self.buffer]
+        super().flush()
 
 
 def _save(path: Path, rows: list[np.ndarray]) -> None:

@@ -44,7 +44,7 @@ def project_name(params: Params, dataset_digest: str) -> str:
     }
     # What the training batches are made of changes every trial's result. Added only when in
     # use, so searches begun before these keys existed keep their names (and resume).
-    if params.augment.enabled:
+    if params.augment.applies_to(params.features.kind):
         key["augment"] = params.section("augment")
     if params.train.class_weight != "none":
         key["class_weight"] = params.train.class_weight

@@ -11,11 +11,24 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepfake_audio.ops import server
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def voice(seed: int, seconds: float, rate: int) -> np.ndarray:
+    """A voiced test signal: a wandering F0 with harmonics, a syllable envelope, a little
+    noise. Real audio for decoding and featurising, made in the test, so nothing is fetched."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = rng.uniform(90, 220) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wave = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
+    return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -29,7 +29,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import free_port
+from conftest import free_port, voice
 from deepfake_audio.core.calibration import Calibration, Decision, bayes_threshold
 from deepfake_audio.core.features import clip_features
 from deepfake_audio.core.params import parse_params
@@ -48,13 +48,7 @@ HPARAMS = {
 
 
 def _voice(seed: int, seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    f0 = rng.uniform(90, 220) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-    phase = 2 * np.pi * np.cumsum(f0) / RATE
-    wave = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 12))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
+    return voice(seed, seconds, RATE)
 
 
 def _sigmoid(x: float) -> float:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import voice
 from deepfake_audio import models
 from deepfake_audio.core.audio import fix_length
 from deepfake_audio.core.params import ParamsError, parse_params
@@ -45,13 +46,7 @@ AUGMENT = {"enabled": True, "codecs": ["mp3", "ogg"], "codec_copies": 2}
 
 
 def _voice(seed: int, seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    f0 = rng.uniform(90, 220) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-    phase = 2 * np.pi * np.cumsum(f0) / RATE
-    wave = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 12))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
+    return voice(seed, seconds, RATE)
 
 
 def _corpus(root: Path) -> Path:

@@ -143,6 +143,32 @@ def test_quick_run_of_the_cheap_sections(tmp_path: Path) -> None:
         assert f"`{key}`" in proc.stdout  # the Markdown table
 
 
+@pytest.mark.slow
+def test_quick_run_of_the_architectures_section(tmp_path: Path) -> None:
+    """Every architecture builds on its own input kind and trains: sizes and samples/s."""
+    from deepfake_audio.models import ARCHITECTURES
+
+    out = tmp_path / "benchmarks.json"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "architectures"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out)], cwd=PROJECT, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}
+    figures = report["figures"]
+    measured = {key.rsplit(".", 1)[1] for key in figures}
+    # Every architecture but the notebook's image CNN (the `train` section measures that one).
+    assert measured == set(ARCHITECTURES) - {"seed_cnn"}
+    for arch in measured:
+        speed = figures[f"architectures.samples_per_second.{arch}"]
+        assert math.isfinite(speed["value"]) and speed["value"] > 0, arch
+        size = figures[f"architectures.trainable_params.{arch}"]
+        assert size["value"] == speed["details"]["trainable_params"] > 0, arch
+    # The published AASIST-L size less the layers ours leaves out (see models/aasist.py).
+    assert figures["architectures.trainable_params.aasist_l"]["value"] == 84_873
+
+
 def _fake_model_server(answer):
     """A loopback HTTP server whose /invocations answers `answer(value) -> (status, row)`."""
     import http.server

@@ -30,6 +30,7 @@ EPOCHS = 3
 QUICK_EPOCHS = 2
 # (architecture, features.kind): each on the input it was designed for.
 PLAN = (
+    ("tdnn", "lfcc"),
     ("compact_cnn", "logmel"),
     ("lcnn", "lfcc"),
     ("wave_cnn", "waveform"),
@@ -38,6 +39,7 @@ PLAN = (
 )
 # The CNNs: the smallest widths of the notebook's ranges (as the `train` section); the
 # reference models search only these three, at their papers' learning rates.
+TDNN_VALUES = {"channels": 128, "dense_units": 128}
 CNN_VALUES = {
     "filters_1": 32,
     "filters_2": 64,
@@ -50,6 +52,7 @@ REFERENCE_VALUES = {"dropout": 0.5}
 
 def _values(arch: str) -> dict[str, Any]:
     own = CNN_VALUES if arch in ("compact_cnn", "seed_cnn", "wave_cnn") else REFERENCE_VALUES
+    own = TDNN_VALUES if arch == "tdnn" else own
     return {**own, "learning_rate": 1e-4, "optimizer": "adam"}
 
 

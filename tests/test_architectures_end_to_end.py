@@ -32,6 +32,8 @@ TINY = {
     "baseline": {"components": 2, "max_frames": 2000},
 }
 CASES = {
+    "tdnn": [],  # params.yaml's default (on lfcc)
+    "compact_cnn": ["-S", "features.kind=logmel"],
     "lcnn": ["-S", "features.kind=lfcc"],
     "aasist_l": ["-S", "features.kind=waveform"],
     "aasist": ["-S", "features.kind=waveform"],

@@ -25,11 +25,20 @@ def project_params() -> dict:
 def test_project_params_are_valid_and_typed() -> None:
     params = load_params(PROJECT / "params.yaml")
     assert params.data.source == "demo"
-    assert params.features.kind == "logmel" and params.features.sample_rate == 16000
+    assert params.features.kind == "lfcc" and params.features.sample_rate == 16000
+    assert params.model.architecture == "tdnn"
     assert params.tune.tuner == "random" and params.tune.objective == "val_eer"
     assert params.tune.workers == 1
-    space = params.tune.search_space
-    # The notebook's ranges.
+    assert params.tune.search_space == {
+        "channels": IntRange(64, 128, 32),
+        "dense_units": IntRange(64, 256, 64),
+        "learning_rate": FloatRange(3e-4, 3e-3, "log"),
+        "optimizer": Choice(("adam",)),
+    }
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["model"]["architecture"] = "compact_cnn"
+    space = parse_params(raw).tune.search_space
+    # The notebook's ranges, for the CNNs that read its knobs.
     assert space["filters_1"] == IntRange(32, 128, 32)
     assert space["filters_2"] == IntRange(64, 256, 64)
     assert space["kernel_size_1"] == Choice((3, 5))
@@ -115,7 +124,7 @@ def test_empty_file_gives_defaults() -> None:
         ),
         (
             {"tune": {"search_space": {"learning_rate": {"min": 0, "max": 1, "sampling": "log"}}}},
-            "tune.search_space: missing filters_1",
+            "tune.search_space: missing channels",
         ),
     ],
 )

@@ -26,7 +26,7 @@ FEATURE_KINDS = ("logmel", "lfcc", "image", "waveform")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 # The field's reference countermeasures beside our CNN and the notebook's (models/<name>.py).
-ARCHITECTURES = ("compact_cnn", "seed_cnn", "lcnn", "aasist", "aasist_l", "wave_cnn")
+ARCHITECTURES = ("compact_cnn", "seed_cnn", "tdnn", "lcnn", "aasist", "aasist_l", "wave_cnn")
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_eer", "val_accuracy")
 CALIBRATION_METHODS = ("logistic", "isotonic", "none")
@@ -65,9 +65,12 @@ NOTEBOOK_SEARCH_SPACE: dict[str, Any] = {
 }
 # The reference countermeasures read fewer knobs: their layer plans are the published ones.
 REFERENCE_HYPERPARAMETERS = ("learning_rate", "optimizer", "dropout")
+# The frame-level TDNN: its frame layers' width and its embedding's.
+TDNN_HYPERPARAMETERS = ("channels", "dense_units", "learning_rate", "optimizer")
 ARCHITECTURE_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
     "compact_cnn": HYPERPARAMETERS,
     "seed_cnn": HYPERPARAMETERS,
+    "tdnn": TDNN_HYPERPARAMETERS,
     "lcnn": REFERENCE_HYPERPARAMETERS,
     "aasist": REFERENCE_HYPERPARAMETERS,
     "aasist_l": REFERENCE_HYPERPARAMETERS,
@@ -78,6 +81,12 @@ ARCHITECTURE_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
 DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
     "compact_cnn": NOTEBOOK_SEARCH_SPACE,
     "seed_cnn": NOTEBOOK_SEARCH_SPACE,
+    "tdnn": {
+        "channels": {"min": 64, "max": 128, "step": 32},  # wider did not fit the demo budget
+        "dense_units": {"min": 64, "max": 256, "step": 64},
+        "learning_rate": {"min": 3e-4, "max": 3e-3, "sampling": "log"},
+        "optimizer": ["adam"],
+    },
     "lcnn": {
         "learning_rate": {"min": 1e-4, "max": 1e-3, "sampling": "log"},
         "optimizer": ["adam", "rmsprop"],
@@ -100,6 +109,7 @@ DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
 ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
     "compact_cnn": ("logmel", "lfcc", "image"),
     "seed_cnn": ("logmel", "lfcc", "image"),
+    "tdnn": ("logmel", "lfcc"),
     "lcnn": ("logmel", "lfcc"),
     "aasist": ("waveform",),
     "aasist_l": ("waveform",),

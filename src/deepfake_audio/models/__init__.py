@@ -1,7 +1,8 @@
 """Architectures (one a file) and building a compiled model from search-space values.
 
 `compact_cnn` (ours) and `seed_cnn` (the notebook's) read the notebook's hyperparameter
-names, so their trials line up in the MLflow compare view; the field's reference
+names, so their trials line up in the MLflow compare view; `tdnn` (params.yaml's default)
+is a frame-level network with statistics pooling that searches its widths; the field's reference
 countermeasures - `lcnn` (LFCC-LCNN) and `aasist`/`aasist_l` (raw waveform) - keep their
 published layer plans and search only learning rate, optimizer and dropout
 (`tune.search_space.<architecture>` in params.yaml).
@@ -28,6 +29,7 @@ from deepfake_audio.models.aasist import aasist, aasist_l
 from deepfake_audio.models.compact_cnn import compact_cnn
 from deepfake_audio.models.lcnn import lcnn
 from deepfake_audio.models.seed_cnn import seed_cnn
+from deepfake_audio.models.tdnn import tdnn
 from deepfake_audio.models.wave_cnn import wave_cnn
 
 
@@ -57,6 +59,7 @@ def _normalisation(mean: np.ndarray, std: np.ndarray, axis: int) -> keras.layers
 ARCHITECTURES = {
     "seed_cnn": seed_cnn,
     "compact_cnn": compact_cnn,
+    "tdnn": tdnn,
     "lcnn": lcnn,
     "aasist": aasist,
     "aasist_l": aasist_l,

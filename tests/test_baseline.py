@@ -57,6 +57,26 @@ def test_lfcc_params_change_only_the_feature_kind() -> None:
     assert lfcc.data == params.data and lfcc.features.clip_seconds == 0.5
 
 
+def test_lfcc_shards_of_the_dataset_stage_are_reused_only_when_identical(tmp_path: Path) -> None:
+    """With features.kind lfcc and no augmentation the CNN's shards are the baseline's own."""
+    lfcc = parse_params({**SMALL, "features": {**SMALL["features"], "kind": "lfcc"}})
+    assert baseline.reuses_cnn_features(lfcc)
+    assert not baseline.reuses_cnn_features(parse_params(SMALL))  # logmel
+    augmented = parse_params(
+        {**SMALL, "features": {**SMALL["features"], "kind": "lfcc"}, "augment": {"enabled": True}}
+    )
+    assert not baseline.reuses_cnn_features(augmented)
+
+    build(lfcc, list_clips(lfcc), tmp_path / "cnn", tmp_path / "reports")
+    cnn = SpectrogramDataset(tmp_path / "cnn")
+    own = baseline.build_features(lfcc, tmp_path / "own")
+    for split in ("train", "validation", "test"):
+        assert cnn.manifest(split).equals(own.manifest(split))
+        for a, b in zip(cnn.shards(split), own.shards(split), strict=True):
+            assert np.array_equal(np.load(a), np.load(b))
+    assert np.array_equal(cnn.mean, own.mean) and np.array_equal(cnn.std, own.std)
+
+
 def test_training_frames_are_a_bounded_seeded_subsample(tmp_path: Path) -> None:
     params = parse_params(SMALL)
     data = baseline.build_features(params, tmp_path)

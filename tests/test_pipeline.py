@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 SMALL = {
     "seed": 7,
     "data": {"demo": {"train_clips": 48, "validation_clips": 24, "test_clips": 32}},
-    "features": {"clip_seconds": 1.0, "n_mels": 32, "workers": 2},
+    "features": {"clip_seconds": 1.0, "workers": 2},  # the default kind: lfcc
     "tune": {"max_trials": 2, "epochs": 2, "batch_size": 16},
     "train": {"epochs": 2},
 }
@@ -77,7 +77,8 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
     assert set(metrics["test_per_attack_eer"]) >= {"A05"}  # the attack training never saw
     hparams = pipeline.json("models/best_hparams.json")
     assert hparams["trials_completed"] == 2
-    assert set(hparams["values"]) >= {"filters_1", "learning_rate", "optimizer"}
+    # The default architecture (tdnn) and its own search space.
+    assert set(hparams["values"]) == {"channels", "dense_units", "learning_rate", "optimizer"}
     assert (pipeline.root / "models/model.keras").stat().st_size > 0
     dataset = pipeline.json("reports/dataset.json")
     assert dataset["per_split"]["train"] == {"bonafide": 24, "spoof": 24}
@@ -131,14 +132,7 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
     for child in children:
         assert child.info.status == "FINISHED"
         assert {"trial_id", "tuner_id"} <= set(child.data.tags)
-        assert {
-            "filters_1",
-            "filters_2",
-            "kernel_size_1",
-            "dense_units",
-            "learning_rate",
-            "optimizer",
-        } <= set(child.data.params)
+        assert {"channels", "dense_units", "learning_rate", "optimizer"} <= set(child.data.params)
         history = client.get_metric_history(child.info.run_id, "val_eer")
         assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
         assert "objective" in child.data.metrics
@@ -190,7 +184,7 @@ def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) ->
 
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.keras.load_model(f"models:/{pipeline.model_name}@champion")
-    assert model.input_shape[1:] == (32, 101, 1)
+    assert model.input_shape[1:] == (60, 101, 1)  # 60 LFCC (20 + deltas) x 101 frames of 1 s
 
 
 def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:

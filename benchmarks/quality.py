@@ -193,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     archs = [a.strip() for a in args.architectures.split(",") if a.strip()]
     archs = archs or [params["model"]["architecture"]]
     stamp = time.strftime("%m%d%H%M")
+    # The experiments hang off the commit checked out now; `dvc exp show` lists only those of
+    # HEAD, so a commit made while the queue runs would otherwise hide every result.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True)
+    if head.returncode != 0:
+        raise SystemExit("quality: needs a git repository with a commit (DVC experiments do)")
+    base = head.stdout.strip()
     plans = [
         (
             f"q-{arch}-s{seed}-{stamp}".replace("_", "-"),
@@ -203,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     started = time.monotonic()
     states = queue_and_wait(cwd, plans, args.jobs, args.timeout)
-    shown = experiments(json.loads(_dvc(["exp", "show", "--json"], cwd, timeout=300)))
+    shown = experiments(
+        json.loads(_dvc(["exp", "show", "--json", "--rev", base], cwd, timeout=300))
+    )
     runs, failed = [], []
     for (name, _), (arch, seed) in zip(plans, [(a, s) for a in archs for s in seeds], strict=True):
         if states.get(name) != "Success" or name not in shown:

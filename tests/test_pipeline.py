@@ -182,6 +182,8 @@ def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) ->
     assert "Bayes threshold for a spoof prior of 0.05" in version.description
     import mlflow
 
+    import deepfake_audio.models  # noqa: F401 - registers tdnn's pooling layer, as serving does
+
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.keras.load_model(f"models:/{pipeline.model_name}@champion")
     assert model.input_shape[1:] == (60, 101, 1)  # 60 LFCC (20 + deltas) x 101 frames of 1 s
@@ -247,6 +249,8 @@ def test_notebook_image_layout_runs_end_to_end(
         "features.kind=image",
         "-S",
         f"data.path={images}",
+        "-S",
+        "model.architecture=compact_cnn",  # tdnn, the default, reads audio features only
     )
     for stage in ("dataset", "baseline", "tune", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out

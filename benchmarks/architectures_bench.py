@@ -13,12 +13,11 @@ backend, as on the GPU machine that has PyTorch and no TensorFlow.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Figure, log, median, spread
+from benchmarks.common import Figure, epoch_timer, log, median, spread
 from benchmarks.corpus import Workspace
 
 BATCH_SIZE = 32
@@ -60,23 +59,6 @@ def _trainable(model: Any) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
-def _epoch_timer() -> Any:
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
 def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) -> dict[str, Any]:
     """Build `arch` for `input_shape`, train `epochs` on random data, time the epochs."""
     import keras
@@ -91,7 +73,7 @@ def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) 
     norm_axis = 1 if len(input_shape) == 3 else 2
     mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
     model = models.build(_values(arch), arch, input_shape, mean, std, norm_axis)
-    timer = _epoch_timer()
+    timer = epoch_timer()
     batch = min(BATCH_SIZE, samples)
     model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)
     timed = timer.seconds[1:] if len(timer.seconds) > 1 else timer.seconds

@@ -77,6 +77,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def epoch_timer() -> Any:
+    """A Keras callback that keeps each epoch's wall time (Keras imported only when asked)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

@@ -8,12 +8,11 @@ project's own ASVspoof EER (`deepfake_audio.core.metrics.compute_eer`) on logits
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Figure, log, median, spread
+from benchmarks.common import Figure, epoch_timer, log, median, spread
 from benchmarks.corpus import IMAGE_SIZE, Workspace
 
 BATCH_SIZE = 32
@@ -40,25 +39,8 @@ HYPERPARAMETERS = {
 }
 
 
-def _epoch_timer():
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
 def _fit(model: Any, train: Any, n_train: int, epochs: int) -> dict[str, Any]:
-    timer = _epoch_timer()
+    timer = epoch_timer()
     history = model.fit(train, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
     timed = timer.seconds[1:] if len(timer.seconds) > 1 else timer.seconds
     rates = [n_train / s for s in timed]

@@ -151,6 +151,11 @@ class DataParams:
     split: SplitParams = field(default_factory=SplitParams)
     # Optional regex on a file's name (no folder): its first group names the speaker/group.
     group_pattern: str | None = None
+    # mp3 | ogg | None: give every validation clip one round trip through this codec, so both
+    # classes share a codec history where the corpus gave it to one (FoR: most fakes of the
+    # training and validation splits were MP3s, no test fake was). Selection on validation
+    # then cannot reward a codec shortcut. Test and serving never see it.
+    validation_codec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -436,6 +441,14 @@ def _choice(raw: dict, key: str, name: str, default: str, allowed: tuple[str, ..
     return value
 
 
+def _optional_choice(raw: dict, key: str, name: str, allowed: tuple[str, ...]) -> str | None:
+    """One of ``allowed``, or None (absent or null) for "off"."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    return _choice(raw, key, name, "", allowed)
+
+
 def _str(raw: dict, key: str, name: str, default: str | None, optional: bool = False) -> Any:
     value = raw.get(name, default)
     if value is None and optional:
@@ -699,6 +712,7 @@ def parse_params(raw: Any) -> Params:
         shard_size=_int(d, "data", "shard_size", 512, lo=1),
         split=_split(d.get("split")),
         group_pattern=_pattern(d, "data", "group_pattern"),
+        validation_codec=_optional_choice(d, "data", "validation_codec", AUGMENT_CODECS),
     )
     if data.source != "demo" and data.path is None:
         raise _fail("data.path", f"is required when data.source is {data.source!r}")
@@ -729,6 +743,8 @@ def parse_params(raw: Any) -> Params:
             f"{features.kind!r} does not fit data.source {data.source!r} "
             "(images need features.kind: image, audio needs logmel, lfcc or waveform)",
         )
+    if data.validation_codec is not None and features.kind == "image":
+        raise _fail("data.validation_codec", "needs audio (features.kind: image has no audio)")
     if features.max_seconds < features.clip_seconds:
         raise _fail(
             "features.max_seconds",

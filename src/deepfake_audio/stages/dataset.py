@@ -22,6 +22,11 @@ the codecs of `augment.codecs` (an MP3 or OGG/Vorbis round trip, level-matched t
 source). A copy is a manifest row of its own (`copy_of` names its source, `augmentation`
 the codec and level) with the source's speaker, label and sha256, so it can only ever sit in
 its source's split. Validation and test are built exactly as without augmentation.
+
+With `data.validation_codec` (mp3 or ogg), each validation clip's row holds its features
+after one round trip through that codec (its `augmentation` column says which level), so
+both classes of validation share a codec history and choices made there cannot reward a
+codec shortcut of the training data. Test is never touched.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class _Job:
     features: FeaturesParams
     augment: AugmentParams = AugmentParams()
     seed: int = 0
+    validation_codec: str | None = None  # data.validation_codec
 
     @property
     def keeps_waves(self) -> bool:
@@ -214,13 +220,17 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
     assert _JOB is not None, "_extract runs only in an extraction_pool worker"
     clip, fp, root = _JOB.clips[index], _JOB.features, _JOB.root
     keep = _JOB.keeps_waves and clip.split == "train"
+    codec = _JOB.validation_codec if clip.split == "validation" else None
     try:
+        wave_too = keep or codec is not None
         if clip.demo_seed is not None:
-            feats, meta = _demo_features(clip, fp, keep_wave=keep)
-        elif keep:
+            feats, meta = _demo_features(clip, fp, keep_wave=wave_too)
+        elif wave_too:
             feats, meta = file_features(Path(root) / clip.path, fp, keep_wave=True)
         else:
             feats, meta = file_features(Path(root) / clip.path, fp)
+        if codec is not None:
+            feats, meta["augmentation"] = _validation_copy(meta.pop("wave"), clip, codec)
         stored = None
         if keep:
             wave = meta.pop("wave")
@@ -289,21 +299,52 @@ def _codec_copy(wave: np.ndarray, clip: Clip, copy: int) -> tuple[np.ndarray, st
     it decodes, so a copy must not carry the codec's small level change as a cue. Seeded by
     `seed`, the clip id and the copy number: the same copy in every build and worker.
     """
-    from deepfake_audio.core.augment import codec_round_trip
-
     assert _JOB is not None
-    codecs, fp = _JOB.augment.codecs, _JOB.features
+    codecs = _JOB.augment.codecs
     key = _stable_hash(clip.clip_id)
     start = int(np.random.default_rng([_JOB.seed, key]).integers(len(codecs)))
     codec = codecs[(start + copy - 1) % len(codecs)]
-    rng = np.random.default_rng([_JOB.seed, key, copy])
+    return _round_trip(wave, codec, np.random.default_rng([_JOB.seed, key, copy]))
+
+
+def _round_trip(wave: np.ndarray, codec: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """`wave` through `codec` at a level drawn from `rng`, back at the source's RMS: serving
+    normalises the level of what it decodes, so a copy must not carry the codec's small level
+    change as a cue."""
+    from deepfake_audio.core.augment import codec_round_trip
+
+    assert _JOB is not None
     level = float(rng.uniform(*CODEC_LEVELS))
-    copied = codec_round_trip(wave, fp.sample_rate, codec, compression_level=level)
+    copied = codec_round_trip(wave, _JOB.features.sample_rate, codec, compression_level=level)
     before = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
     after = float(np.sqrt(np.mean(np.square(copied, dtype=np.float64))))
     if after > 0:
         copied = copied * np.float32(before / after)
     return np.clip(copied, -1.0, 1.0).astype(np.float32), f"{codec}@{level:.2f}"
+
+
+# Copy numbers of training clips start at 1; a validation clip's one round trip draws its
+# level from a stream no training copy uses.
+_VALIDATION_STREAM = 0
+
+
+def _validation_copy(wave: np.ndarray, clip: Clip, codec: str) -> tuple[np.ndarray, str]:
+    """A validation clip's features after one round trip through `codec` (data.validation_codec)
+    and the augmentation label for its manifest row.
+
+    The row replaces the clip's own (no extra rows): validation keeps its clips and size, and
+    every clip of both classes carries the same codec history, so a model that learned "was
+    once an MP3" from a corpus where only fakes were loses on validation, where it is chosen.
+    Seeded by `seed` and the clip id, like the training copies.
+    """
+    assert _JOB is not None
+    fp = _JOB.features
+    rng = np.random.default_rng([_JOB.seed, _stable_hash(clip.clip_id), _VALIDATION_STREAM])
+    try:
+        copied, label = _round_trip(wave, codec, rng)
+    except (UserError, ValueError) as exc:
+        raise BadFile(f"{clip.path}: {codec} round trip failed ({exc})") from None
+    return clip_features(fix_length(copied, fp.n_samples, fp.crop, fp.pad), fp), label
 
 
 @contextlib.contextmanager
@@ -313,6 +354,7 @@ def extraction_pool(
     fp: FeaturesParams,
     augment: AugmentParams | None = None,
     seed: int = 0,
+    validation_codec: str | None = None,
 ) -> Iterator[Callable[[], Iterator[tuple[int, list[_Row]]]]]:
     """A worker pool over `clips`; yields a function that streams `_extract` of every clip
     (its row and its codec copies' rows), in order, each time it is called (the benchmark
@@ -339,7 +381,7 @@ def extraction_pool(
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
-    _JOB = _Job(clips, str(root), fp, augment or AugmentParams(), seed)
+    _JOB = _Job(clips, str(root), fp, augment or AugmentParams(), seed, validation_codec)
     # With fork, the executor starts every worker on the first map, before its own thread.
     pool = ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
@@ -526,7 +568,9 @@ def _write_splits(
     ordered = [c for split in SPLITS for c in by_split[split]]
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
     first_seen: dict[bytes, int] = {}
-    with extraction_pool(ordered, root, fp, params.augment, params.seed) as stream:
+    with extraction_pool(
+        ordered, root, fp, params.augment, params.seed, params.data.validation_codec
+    ) as stream:
         # One ordered stream over all splits, so the workers never idle at a split boundary;
         # each split below takes its own clips' results off it, in order.
         results = stream()
@@ -638,6 +682,8 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         "shard_scale": 1.0 / WAVE_FULL_SCALE if waveform else 1.0,
         "counts": counts,
         "codec_copies": copies,
+        # data.validation_codec: every validation clip went once through this codec (or null).
+        "validation_codec": params.data.validation_codec,
         # The model-input axis of the statistics: colour channel, wave channel or spectral row.
         "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 2 if waveform else 1},
         # What the dataset stage did for training-time augmentation (tune and train do the rest).

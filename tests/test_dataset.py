@@ -214,3 +214,39 @@ def test_rebuilding_replaces_the_dataset_whole(tmp_path: Path) -> None:
     dataset.build(params, list_clips(params), out, tmp_path / "reports")
     assert not (out / "stale-shard.npy").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "spec"], "no .tmp/.old"
+
+
+def _split_features(data: SpectrogramDataset, split: str) -> np.ndarray:
+    order = data.manifest(split).sort_values(["shard", "row"])["clip_id"].to_numpy()
+    x = np.concatenate([data.as_features(x) for x, _ in data.iter_shards(split)])
+    return x[np.argsort(order)]  # by clip id, so two builds compare clip by clip
+
+
+def test_validation_codec_gives_every_validation_clip_one_round_trip_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    root = _folders(tmp_path / "corpus")
+    plain_params = _params(root)
+    coded_params = _params(root, validation_codec="mp3")
+    plain, coded, again = (tmp_path / n for n in ("plain", "coded", "again"))
+    dataset.build(plain_params, list_clips(plain_params), plain, tmp_path / "r1")
+    dataset.build(coded_params, list_clips(coded_params), coded, tmp_path / "r2")
+    dataset.build(coded_params, list_clips(coded_params), again, tmp_path / "r3")
+    a, b, c = (SpectrogramDataset(d) for d in (plain, coded, again))
+
+    for split in ("train", "test"):  # untouched, bit for bit; so are the statistics
+        np.testing.assert_array_equal(_split_features(a, split), _split_features(b, split))
+        assert set(b.manifest(split)["augmentation"].fillna("")) == {""}
+    np.testing.assert_array_equal(a.mean, b.mean)
+
+    va, vb = _split_features(a, "validation"), _split_features(b, "validation")
+    assert va.shape == vb.shape  # the same clips, no extra rows
+    labels = b.manifest("validation")["augmentation"].astype(str)
+    assert all(label.startswith("mp3@") for label in labels), labels.tolist()
+    for before, after in zip(va, vb, strict=True):
+        assert not np.array_equal(before, after), "a validation clip skipped its round trip"
+        # Lossy, but the same speech: the log-mel images stay strongly correlated.
+        assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.8
+    np.testing.assert_array_equal(vb, _split_features(c, "validation"))  # seeded
+    assert json.loads((coded / "stats.json").read_text())["validation_codec"] == "mp3"
+    assert json.loads((plain / "stats.json").read_text())["validation_codec"] is None

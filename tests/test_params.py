@@ -81,6 +81,17 @@ def test_empty_file_gives_defaults() -> None:
         ({"data": {"source": "s3"}}, "data.source: 's3' is not allowed (allowed: demo, folders"),
         ({"data": {"on_bad_file": "ignore"}}, "data.on_bad_file: 'ignore' is not allowed"),
         (
+            {"data": {"validation_codec": "aac"}},
+            "data.validation_codec: 'aac' is not allowed (allowed: mp3, ogg)",
+        ),
+        (
+            {
+                "data": {"source": "images", "validation_codec": "mp3"},
+                "features": {"kind": "image"},
+            },
+            "data.validation_codec: needs audio",
+        ),
+        (
             {"data": {"source": "folders", "path": None}},
             "data.path: is required when data.source is 'folders'",
         ),

@@ -104,6 +104,25 @@ def experiments(shown: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
+def outside_paths_made_absolute(overrides: list[str], cwd: Path) -> list[str]:
+    """``data.path=`` overrides that lead out of the project, made absolute.
+
+    A queued experiment runs in a temporary copy of the repository (under .dvc/tmp/exps), so
+    ``../shared/datasets/for-sample`` would name a folder that is not there and the dataset
+    stage would fail on every seed. Paths inside the project (``data/raw``) stay relative:
+    the copy has them.
+    """
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if key.strip() == "data.path" and sep and value and not Path(value).is_absolute():
+            resolved = (cwd / value).resolve()
+            if not resolved.is_relative_to(cwd.resolve()):
+                override = f"{key}={resolved}"
+        out.append(override)
+    return out
+
+
 def _dvc(args: list[str], cwd: Path, timeout: float = 600) -> str:
     proc = subprocess.run(
         ["dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -199,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if head.returncode != 0:
         raise SystemExit("quality: needs a git repository with a commit (DVC experiments do)")
     base = head.stdout.strip()
+    overrides = outside_paths_made_absolute(args.set_param, cwd)
     plans = [
         (
             f"q-{arch}-s{seed}-{stamp}".replace("_", "-"),
-            [f"seed={seed}", f"model.architecture={arch}", *args.set_param],
+            [f"seed={seed}", f"model.architecture={arch}", *overrides],
         )
         for arch in archs
         for seed in seeds

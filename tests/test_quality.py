@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +47,26 @@ TINY = {
 
 
 @pytest.mark.slow
+def test_data_paths_outside_the_project_are_made_absolute_for_the_queue(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    got = quality.outside_paths_made_absolute(
+        [
+            "data.path=../shared/for-sample",
+            "data.path=data/raw",
+            "data.path=/abs/corpus",
+            "features.kind=logmel",
+        ],
+        project,
+    )
+    assert got == [
+        f"data.path={(tmp_path / 'shared' / 'for-sample').resolve()}",
+        "data.path=data/raw",
+        "data.path=/abs/corpus",
+        "features.kind=logmel",
+    ]
+
+
 def test_quality_runs_seeds_as_queued_experiments(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
 ) -> None:

@@ -159,6 +159,40 @@ def test_early_stopping_and_the_lr_schedule_follow_the_objective() -> None:
     assert explicit.tune.early_stopping.monitor == "val_loss"
 
 
+def _kept_epoch(monitor: str, mode: str, history: list[tuple[float, float]], patience: int = 2):
+    """Feed BestEpoch a history of (monitor value, val_loss); (kept epoch, stopped epoch)."""
+    from deepfake_audio.stages.callbacks import BestEpoch
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    stop = BestEpoch(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)
+    stop.set_model(model)
+    stop.on_train_begin()
+    for epoch, (value, loss) in enumerate(history):
+        model.layers[0].bias.assign([float(epoch)])  # the weights say which epoch they are
+        stop.on_epoch_end(epoch, {monitor: value, "val_loss": loss})
+        if getattr(model, "stop_training", False):
+            break
+    stop.on_train_end()
+    return int(model.layers[0].bias.numpy()[0]), stop.stopped_epoch
+
+
+def test_the_kept_epoch_breaks_step_metric_ties_by_validation_loss() -> None:
+    # EER reaches its best at epoch 1 and stays there while the loss keeps falling: Keras
+    # alone keeps epoch 1 and stops at epoch 3; the tie-break keeps training and keeps epoch 4.
+    eer = [(0.40, 0.70), (0.32, 0.65), (0.32, 0.60), (0.32, 0.55), (0.32, 0.50), (0.36, 0.49)]
+    kept, stopped = _kept_epoch("val_eer", "min", eer + [(0.36, 0.48)] * 3)
+    assert kept == 4 and stopped == 6
+    # A tie with a higher loss is no improvement; a strictly better EER always is.
+    kept, _ = _kept_epoch("val_eer", "min", [(0.4, 0.5), (0.4, 0.6), (0.3, 0.9), (0.3, 0.95)])
+    assert kept == 2
+    # Accuracy is a step metric too (higher is better there); the loss still breaks ties.
+    kept, _ = _kept_epoch("val_accuracy", "max", [(0.6, 0.7), (0.7, 0.6), (0.7, 0.5), (0.5, 0.4)])
+    assert kept == 2
+    # A continuous monitor needs no tie-break: val_loss is left to Keras.
+    kept, _ = _kept_epoch("val_loss", "min", [(0.7, 0.7), (0.5, 0.5), (0.5, 0.5), (0.6, 0.6)])
+    assert kept == 1
+
+
 def test_augment_params_flatten_for_mlflow() -> None:
     params = parse_params({"augment": {"enabled": True, "codecs": ["mp3"], "codec_copies": 1}})
     flat = params.augment.flat()

@@ -109,14 +109,53 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.state["step"] += 1
 
 
+# Step metrics: on a validation split of N clips they take few values, so epochs tie.
+STEP_METRICS = ("val_eer", "val_accuracy")
+
+
 class BestEpoch(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose `restore_best_weights` also holds when training ran every epoch.
+    """EarlyStopping whose kept epoch is the best on validation, ties broken by `val_loss`.
 
     The model a stage keeps must be the best epoch on validation. Keras 3.15 restores the
     best weights at the end of training whether or not it stopped early; Keras 2 and some
     Keras 3 releases (this project allows keras>=3.3) restored them only on an early stop,
     leaving the last epoch's weights after a full run. Restoring again here is idempotent.
+
+    Ties: EER and accuracy on a small validation split are step functions (56 clips in the
+    FoR sample: steps of 3.6 points), and Keras keeps the *first* epoch that reaches the best
+    value and stops `patience` epochs later. On the FoR sample that kept epoch 2 of a run
+    whose EER sat at its best for five epochs while the loss kept falling, and the model was
+    at chance on test. So an epoch that equals the best step value with a lower validation
+    loss counts as an improvement: it is kept and it resets the patience.
     """
+
+    def __init__(self, *args: Any, tie_break: str | None = "val_loss", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tie_break = tie_break if self.monitor in STEP_METRICS else None
+        self._tie: float | None = None
+        self._best_tie = math.inf
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        self._best_tie = math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        tie = (logs or {}).get(self.tie_break) if self.tie_break else None
+        self._tie = float(tie) if tie is not None and math.isfinite(float(tie)) else None
+        super().on_epoch_end(epoch, logs)
+
+    def _is_improvement(self, monitor_value: Any, reference_value: Any) -> bool:
+        better = bool(super()._is_improvement(monitor_value, reference_value))
+        if (
+            not better
+            and self._tie is not None
+            and reference_value is not None
+            and float(monitor_value) == float(reference_value)
+        ):
+            better = self._tie < self._best_tie
+        if better and self._tie is not None:
+            self._best_tie = self._tie
+        return better
 
     def on_train_end(self, logs: dict | None = None) -> None:
         super().on_train_end(logs)

@@ -159,3 +159,20 @@ def test_server_lost_mid_stage_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "unreachable" in err[0] and "during the register stage" in err[0]
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its background thread unset an environment variable while a stage's request iterated
+    os.environ (KeyError in evaluate, fresh-clone `make demo`, 2026-12-03)."""
+    import os
+
+    from deepfake_audio import cli
+
+    monkeypatch.delenv(cli.TELEMETRY_ENV, raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert os.environ[cli.TELEMETRY_ENV] == "true"
+    monkeypatch.setenv(cli.TELEMETRY_ENV, "false")  # a user's own choice stands
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert os.environ[cli.TELEMETRY_ENV] == "false"

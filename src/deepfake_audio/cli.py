@@ -289,7 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# MLflow 3's telemetry client sets and unsets _MLFLOW_TELEMETRY_SESSION_ID in os.environ
+# from a background thread; on a machine that cannot reach its endpoint it gives up and
+# unsets it while the stage's own request is iterating os.environ (requests reads proxy
+# settings there). A fresh-clone `make demo` failed its evaluate stage with that KeyError
+# on 2026-12-03. Off unless the user set MLFLOW_DISABLE_TELEMETRY themselves; CI never saw
+# it because MLflow disables telemetry when $CI is set.
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
+
+
+def quiet_mlflow_telemetry() -> None:
+    """Turn MLflow's telemetry off for this process and its children, before mlflow loads."""
+    os.environ.setdefault(TELEMETRY_ENV, "true")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_mlflow_telemetry()
     args = build_parser().parse_args(argv)
     try:
         if args.command in TENSORFLOW_COMMANDS:

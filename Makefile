@@ -17,12 +17,12 @@ export MLFLOW_PORT
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade
+.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade plots-template
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@echo "usage: make <target>   (the lock is $(LOCK); .venv is built from it)"
-	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^#]*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^#]*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The lock's pins, then the project itself without resolving again (--no-deps): what CI
 # installs is the lock. Rebuilt in place when the lock or pyproject.toml changes.
@@ -54,13 +54,13 @@ test: $(BIN)/.installed ## run the whole test suite
 test-fast: $(BIN)/.installed ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: $(BIN)/.installed ## ruff check and format check of src, tests and benchmarks
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+lint: $(BIN)/.installed ## ruff check and format check of src, tests, benchmarks and scripts
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
-format: $(BIN)/.installed ## ruff fix and format src, tests and benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+format: $(BIN)/.installed ## ruff fix and format src, tests, benchmarks and scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
 
 server: $(BIN)/.installed ## start the local MLflow server
 	deepfake-audio server start
@@ -79,6 +79,12 @@ bench: $(BIN)/.installed ## run the benchmark suite (BENCH_ARGS="--only features
 quality: $(BIN)/.installed ## seeds 0,1,2 of the pipeline via dvc queue -> reports/quality.json
 	deepfake-audio server start
 	$(BIN)/python -m benchmarks quality $(QUALITY_ARGS)
+
+# `dvc plots show` draws offline: .dvc/config names .dvc/plots/offline.html, which inlines
+# vega, vega-lite and vega-embed at the versions pinned in scripts/plots_template.py (those
+# dvc-render loads from a CDN). Rebuilds it and LICENSES.txt from npm; needs npm and network.
+plots-template: ## rebuild .dvc/plots/offline.html (dvc plots show offline) from pinned npm packages
+	$(PYTHON) scripts/plots_template.py
 
 clean-venv: ## delete .venv (the next target that needs it rebuilds it from the lock)
 	rm -rf $(VENV)

@@ -91,7 +91,7 @@ class Workspace:
 
     def params(self, over: dict[str, Any] | None = None):
         """The project's params.yaml (validated), with `over` applied."""
-        from deepfake_audio.core.params import parse_params
+        from deepfake_audio.config.params import parse_params
 
         return parse_params(merge(self.raw, over or {}))
 
@@ -187,7 +187,7 @@ class Workspace:
         done = out / ".done"
         if done.exists():
             return out
-        from deepfake_audio.core.shards import SpectrogramDataset
+        from deepfake_audio.dataset.shards import SpectrogramDataset
 
         data = SpectrogramDataset(self.dataset_dir)
         manifest = data.manifest(split).sort_values(["shard", "row"])
@@ -212,7 +212,7 @@ class Workspace:
         """(uint8 images N x 224 x 224 x 3, float32 targets 1 = bona fide), manifest order."""
         from PIL import Image
 
-        from deepfake_audio.core.shards import SpectrogramDataset
+        from deepfake_audio.dataset.shards import SpectrogramDataset
 
         folder = self.images_dir(split)
         manifest = SpectrogramDataset(self.dataset_dir).manifest(split)

@@ -46,8 +46,8 @@ def speedup(ws: Workspace) -> list[Figure]:
     import librosa
     from threadpoolctl import threadpool_limits
 
-    from deepfake_audio.core.audio import load_clip
-    from deepfake_audio.core.features import clip_features
+    from deepfake_audio.dsp.audio import load_clip
+    from deepfake_audio.dsp.features import clip_features
     from deepfake_audio.stages import dataset
 
     fp = ws.features

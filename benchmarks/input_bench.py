@@ -37,7 +37,7 @@ def image_data_generator() -> tuple[Any, str]:
 
 
 def run(ws: Workspace) -> list[Figure]:
-    from deepfake_audio.core.shards import IN_MEMORY_BYTES, SpectrogramDataset
+    from deepfake_audio.dataset.shards import IN_MEMORY_BYTES, SpectrogramDataset
     from deepfake_audio.ops import runtime  # noqa: F401 - quiets TensorFlow before its import
 
     params = ws.params()

@@ -3,7 +3,7 @@
 Same clips, same epochs, same batch size, same hyperparameters, same seed. Throughput is
 taken from the training epochs alone (no validation pass inside `fit`), leaving out the
 first epoch (graph tracing); the test EER is computed after the last epoch, with the
-project's own ASVspoof EER (`deepfake_audio.core.metrics.compute_eer`) on logits.
+project's own ASVspoof EER (`deepfake_audio.scoring.metrics.compute_eer`) on logits.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _fit(model: Any, train: Any, n_train: int, epochs: int) -> dict[str, Any]:
 
 
 def _eer(scores: np.ndarray, targets: np.ndarray) -> float:
-    from deepfake_audio.core.metrics import compute_eer
+    from deepfake_audio.scoring.metrics import compute_eer
 
     scores = np.asarray(scores, dtype=np.float64).ravel()
     return compute_eer(scores[targets == 1], scores[targets == 0])[0]
@@ -66,7 +66,7 @@ def run(ws: Workspace) -> list[Figure]:
     import tensorflow as tf
 
     from deepfake_audio import models
-    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.ops import runtime
 
     params = ws.params()

@@ -1,8 +1,8 @@
 """The package's rooms and their rules, checked by reading the source with `ast`.
 
 - No import cycle between our modules (imports inside functions count: they run).
-- `core/` imports neither MLflow, keras-tuner nor DVC; serving reaches only core, models
-  (for their layers) and serving; ops only core and ops; models only core and models.
+- The pure rooms (core, config, dsp, scoring, dataset) import neither MLflow, keras-tuner nor
+  DVC; each room reaches only the rooms listed in ROOMS (serving: what a served model needs).
 - Every module a DVC stage can import is covered by that stage's deps in dvc.yaml, so
   `dvc repro` reruns a stage whenever code it runs has changed.
 """
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,24 @@ from deepfake_audio.core import imports
 
 ROOT = imports.package_root()
 PROJECT = ROOT.parent.parent
-FORBIDDEN_IN_CORE = ("mlflow", "keras_tuner", "dvc")
-# Where each room may reach (itself included); `sources` sits beside core as input layouts.
+FORBIDDEN_IN_PURE = ("mlflow", "keras_tuner", "dvc")
+# The rooms that hold no tracking, tuning or pipeline code: any stage, and a served model, can
+# use them without pulling those in.
+PURE_ROOMS = ("core", "config", "dsp", "scoring", "dataset")
+# Where each room may reach (itself included). cli.py and stages/ may reach everything.
 ROOMS = {
     "core": {"core"},
-    "models": {"core", "models"},
-    # A served model needs its architecture's registered layers to load in safe mode.
-    "serving": {"core", "models", "serving"},
-    "ops": {"core", "ops"},
-    "sources": {"core", "sources"},
+    "config": {"core", "config"},
+    "dsp": {"core", "config", "dsp"},
+    "scoring": {"core", "scoring"},
+    "dataset": {"core", "config", "dsp", "dataset"},
+    "models": {"core", "config", "models"},
+    # A served model runs the feature code of training, its calibration, and needs its
+    # architecture's registered layers to load in safe mode.
+    "serving": {"core", "config", "dsp", "scoring", "models", "serving"},
+    "ops": {"core", "config", "ops"},
+    # Input layouts: which files are audio or pictures is the decoders' to say.
+    "sources": {"core", "config", "dsp", "sources"},
 }
 
 
@@ -98,10 +108,11 @@ def third_party_imports(path: Path) -> set[str]:
     return found
 
 
-def test_core_imports_no_tracking_tuner_or_dvc() -> None:
+def test_pure_rooms_import_no_tracking_tuner_or_dvc() -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(third_party_imports(path) & set(FORBIDDEN_IN_CORE))
-        for path in sorted((ROOT / "core").rglob("*.py"))
+        str(path.relative_to(ROOT)): sorted(third_party_imports(path) & set(FORBIDDEN_IN_PURE))
+        for name in PURE_ROOMS
+        for path in sorted((ROOT / name).rglob("*.py"))
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -127,7 +138,7 @@ def test_the_served_model_ships_only_what_serving_imports() -> None:
 
     shipped = {str(p) for p in pyfunc.served_files()}
     assert "deepfake_audio/serving/pyfunc.py" in shipped
-    assert "deepfake_audio/core/features.py" in shipped
+    assert "deepfake_audio/dsp/features.py" in shipped
     assert not [p for p in shipped if p.startswith(("deepfake_audio/stages", "deepfake_audio/ops"))]
 
 
@@ -183,5 +194,84 @@ def test_dvc_deps_cover_every_module_the_stage_imports(stage: str) -> None:
 
 def test_the_deps_check_fails_when_a_folder_is_missing() -> None:
     missing = uncovered("deepfake_audio.stages.train", ["src/deepfake_audio/stages/train.py"])
-    assert "src/deepfake_audio/core/params.py" in missing
+    assert "src/deepfake_audio/config/params.py" in missing
     assert "src/deepfake_audio/models/__init__.py" in missing
+
+
+# --- docs/architecture.md's tree is the package's ---------------------------------------------
+
+_TREE_ENTRY = re.compile(r"^(?P<indent> +)(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.py|/))(?:\s|$)")
+
+
+def documented_tree(text: str) -> set[str]:
+    """The paths (relative to src/deepfake_audio) that the doc's indented tree names.
+
+    The tree is the code block that starts with `    src/deepfake_audio/`; an entry is a
+    line whose first word is a file (`x.py`) or a folder (`x/`), nested two spaces a level.
+    Lines indented to the description column continue a description.
+    """
+    lines = text.splitlines()
+    start = lines.index("    src/deepfake_audio/")
+    paths: set[str] = set()
+    stack: list[tuple[int, str]] = []  # (indent, folder) of the open folders
+    for line in lines[start + 1 :]:
+        if line and not line.startswith("    "):
+            break  # the end of the code block
+        match = _TREE_ENTRY.match(line)
+        if not match:
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if stack and indent != stack[-1][0] + 2:
+            continue  # a continuation line that happens to start with a file name
+        if not stack and indent != 6:
+            continue
+        path = "".join(folder for _, folder in stack) + match["name"]
+        paths.add(path.rstrip("/"))
+        if match["name"].endswith("/"):
+            stack.append((indent, match["name"]))
+    return paths
+
+
+def package_files() -> tuple[set[str], set[str]]:
+    """(every module file and folder, those a reader may skip: empty __init__ files)."""
+    files, skippable = set(), set()
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT).as_posix()
+        files.add(relative)
+        files |= {p.as_posix() for p in Path(relative).parents if str(p) != "."}
+        if path.name == "__init__.py" and trivial(path):
+            skippable.add(relative)
+    skippable.add("__init__.py")  # the package's version
+    return files, skippable
+
+
+def test_the_tree_reader_reads_nesting_and_skips_descriptions() -> None:
+    text = (
+        "    src/deepfake_audio/\n"
+        "      cli.py          the command line\n"
+        "      stages/         one module per stage\n"
+        "        tune/           the tune stage\n"
+        "          search.py       the tuner;\n"
+        "                          launcher.py: not an entry, a description\n"
+        "        train.py        the fit\n"
+        "      core/           shared\n"
+        "\n"
+        "Prose: x.py\n"
+    )
+    assert documented_tree(text) == {
+        "cli.py",
+        "stages",
+        "stages/tune",
+        "stages/tune/search.py",
+        "stages/train.py",
+        "core",
+    }
+
+
+def test_the_architecture_doc_names_every_module_and_only_those() -> None:
+    named = documented_tree((PROJECT / "docs" / "architecture.md").read_text())
+    files, skippable = package_files()
+    assert sorted(named - files) == [], "docs/architecture.md names files that do not exist"
+    assert sorted(files - skippable - named) == [], "modules docs/architecture.md leaves out"

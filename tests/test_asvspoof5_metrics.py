@@ -1,6 +1,6 @@
 """Tests for the ASVspoof 5 calibration-sensitive metrics: act_dcf, cllr, min_cllr.
 
-Conventions under test (those of core/metrics.py): a score is a natural-log LLR, higher = more
+Conventions under test (those of scoring/metrics.py): a score is a natural-log LLR, higher = more
 bona fide; a trial is accepted as bona fide when ``llr > threshold``.
 
 Every metric is checked three ways: hand-worked numbers, an independent slow reference written
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from deepfake_audio.core.metrics import (
+from deepfake_audio.scoring.metrics import (
     ASVSPOOF5_CM_DCF,
     DcfParameters,
     act_dcf,

@@ -1,4 +1,4 @@
-"""Tests for deepfake_audio.core.audio on real files written with soundfile."""
+"""Tests for deepfake_audio.dsp.audio on real files written with soundfile."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepfake_audio.core.audio import (
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.dsp.audio import (
     SILENCE_PEAK,
     TARGET_RMS,
     AudioError,
@@ -18,7 +19,6 @@ from deepfake_audio.core.audio import (
     load_clip,
     resample,
 )
-from deepfake_audio.core.errors import UserError
 
 
 def _sine(freq: float, sr: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for the training-time augmentations: deepfake_audio.core.augment and .rawboost.
+"""Tests for the training-time augmentations: deepfake_audio.dsp.augment and .rawboost.
 
 Each test checks the property the augmentation exists for (a window of the source, a level in
 range, an SNR in range, masks within bounds, a time-aligned codec copy, ...) by measuring the
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from deepfake_audio.core import augment as aug
-from deepfake_audio.core import rawboost as rb
 from deepfake_audio.core.errors import UserError
+from deepfake_audio.dsp import augment as aug
+from deepfake_audio.dsp import rawboost as rb
 
 SR = 16000
 
@@ -519,7 +519,7 @@ def test_ssi_adds_noise_within_its_snr_range() -> None:
 def test_core_modules_stay_light() -> None:
     """No scipy.signal (slow import) and nothing from the training stack in core."""
     code = (
-        "import sys, deepfake_audio.core.augment, deepfake_audio.core.rawboost\n"
+        "import sys, deepfake_audio.dsp.augment, deepfake_audio.dsp.rawboost\n"
         "heavy = {'scipy.signal', 'tensorflow', 'keras', 'mlflow', 'keras_tuner', 'dvc'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepfake_audio.config.params import BaselineParams, ParamsError, parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import BaselineParams, ParamsError, parse_params
-from deepfake_audio.core.shards import SpectrogramDataset
+from deepfake_audio.dataset.shards import SpectrogramDataset
 from deepfake_audio.ops import tracking
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import baseline

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_audio.core import metrics, reporting
-from deepfake_audio.core.calibration import (
+from deepfake_audio.config.params import parse_params
+from deepfake_audio.scoring import metrics, reporting
+from deepfake_audio.scoring.calibration import (
     Calibration,
     Decision,
     bayes_threshold,
@@ -35,7 +36,6 @@ from deepfake_audio.core.calibration import (
     fit,
     reliability,
 )
-from deepfake_audio.core.params import parse_params
 from deepfake_audio.serving import pyfunc as serving
 from deepfake_audio.stages import evaluate as evaluation
 
@@ -135,7 +135,8 @@ def test_decision_round_trips_through_run_json() -> None:
 
 
 def test_params_and_calibration_agree_on_the_threshold_rules() -> None:
-    from deepfake_audio.core import calibration, params
+    from deepfake_audio.config import params
+    from deepfake_audio.scoring import calibration
 
     assert calibration.THRESHOLD_RULES == params.THRESHOLD_RULES
     assert set(params.CALIBRATION_METHODS) == set(calibration._METHODS)

@@ -1,4 +1,4 @@
-"""Tests for deepfake_audio.core.calibration: fitted score -> LLR maps and fake probabilities.
+"""Tests for deepfake_audio.scoring.calibration: fitted score -> LLR maps and fake probabilities.
 
 The synthetic detector: raw scores are Gaussian per class, bona fide N(2, 1) and spoof
 N(-1, 1.5) (so the true LLR is known in closed form), a calibration is fitted on one draw
@@ -18,14 +18,14 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from deepfake_audio.core.calibration import (
+from deepfake_audio.scoring.calibration import (
     Calibration,
     bayes_threshold,
     fake_probability,
     fit,
     reliability,
 )
-from deepfake_audio.core.metrics import act_dcf, cllr, decide, min_cllr, min_dcf
+from deepfake_audio.scoring.metrics import act_dcf, cllr, decide, min_cllr, min_dcf
 
 BONA_MEAN, BONA_SD = 2.0, 1.0
 SPOOF_MEAN, SPOOF_SD = -1.0, 1.5
@@ -326,7 +326,7 @@ def test_serving_path_needs_neither_sklearn_nor_scipy() -> None:
     # (only fit does) nor any heavy framework.
     code = (
         "import sys\n"
-        "from deepfake_audio.core.calibration import Calibration, fake_probability\n"
+        "from deepfake_audio.scoring.calibration import Calibration, fake_probability\n"
         "cal = Calibration.from_dict({'method': 'isotonic', 'x_thresholds': [0.0, 1.0],"
         " 'p_thresholds': [0.1, 0.9], 'llr_bound': 5.0})\n"
         "print(fake_probability(cal.llr([0.5]), 0.05))\n"

@@ -29,8 +29,8 @@ def run_cli(
 def test_help_lists_every_subcommand_without_tensorflow() -> None:
     code = (
         "import sys; from deepfake_audio import cli; cli.build_parser().format_help(); "
-        "import deepfake_audio.core.params, deepfake_audio.ops.server; "
-        "import deepfake_audio.core.metrics; "
+        "import deepfake_audio.config.params, deepfake_audio.ops.server; "
+        "import deepfake_audio.scoring.metrics; "
         "bad = [m for m in ('tensorflow', 'keras', 'mlflow', 'keras_tuner') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from deepfake_audio.config.params import parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import parse_params
-from deepfake_audio.core.shards import SpectrogramDataset
+from deepfake_audio.dataset.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepfake_audio.core.params import parse_params
+from deepfake_audio.config.params import parse_params
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 

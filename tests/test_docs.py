@@ -9,7 +9,7 @@ the sources of truth -
 - params keys - `-S [+]key=value` overrides, and backticked dotted names whose first part
   is a top-level key of params.yaml (`tune.max_trials`, `features.kind: image`) - against
   params.yaml, or, for a key params.yaml leaves out, against what the params parser
-  accepts (`deepfake_audio.core.params.parse_params`);
+  accepts (`deepfake_audio.config.params.parse_params`);
 - every relative link (file and `#anchor`) against the repository;
 - the README's size (the five-minute read) and that it links every docs page.
 
@@ -270,7 +270,7 @@ class ParamsKeys:
     PROBE = "__docs_probe__"
 
     def __init__(self, raw: dict) -> None:
-        from deepfake_audio.core.params import parse_params
+        from deepfake_audio.config.params import parse_params
 
         self.raw = raw
         self.parse = parse_params
@@ -281,7 +281,7 @@ class ParamsKeys:
         return set(self.raw)
 
     def exists(self, key: str) -> bool:
-        from deepfake_audio.core.params import ParamsError
+        from deepfake_audio.config.params import ParamsError
 
         node, parts = self.raw, key.split(".")
         for part in parts:

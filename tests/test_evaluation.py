@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from deepfake_audio.core import metrics, reporting
+from deepfake_audio.scoring import metrics, reporting
 from deepfake_audio.stages import evaluate as evaluation
 from deepfake_audio.stages.register import gate
 
@@ -191,7 +191,7 @@ def test_gate_never_compares_eers_of_different_test_data() -> None:
 def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     from conftest import PROJECT
     from deepfake_audio import models
-    from deepfake_audio.core.params import parse_params
+    from deepfake_audio.config.params import parse_params
 
     params = {"features": {"clip_seconds": 0.5, "n_mels": 16}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import free_port
-from deepfake_audio.core.params import parse_params
+from deepfake_audio.config.params import parse_params
 from deepfake_audio.ops import server
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset

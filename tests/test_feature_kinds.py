@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepfake_audio.config.params import ParamsError, parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.images import write_demo_images
-from deepfake_audio.core.params import ParamsError, parse_params
-from deepfake_audio.core.shards import SpectrogramDataset
+from deepfake_audio.dataset.shards import SpectrogramDataset
+from deepfake_audio.dsp.images import write_demo_images
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 

@@ -1,11 +1,11 @@
-"""Tests for deepfake_audio.core.features, pinned against librosa (the reference implementation)."""
+"""Tests for deepfake_audio.dsp.features, pinned against librosa (the reference implementation)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deepfake_audio.core.features import log_mel_spectrogram, mel_filterbank, n_frames
+from deepfake_audio.dsp.features import log_mel_spectrogram, mel_filterbank, n_frames
 
 librosa = pytest.importorskip("librosa")
 

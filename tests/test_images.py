@@ -1,4 +1,4 @@
-"""Tests for deepfake_audio.core.images on real files written with Pillow, checked against Keras."""
+"""Tests for deepfake_audio.dsp.images on real files written with Pillow, checked against Keras."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.images import (
+from deepfake_audio.dsp.images import (
     DEMO_CLASSES,
     IMAGE_SUFFIXES,
     ImageError,

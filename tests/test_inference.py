@@ -1,6 +1,6 @@
 """The serving fast path gives today's answers: compiled network vs `keras.Model.predict`.
 
-For every feature kind the project has (`core.params.FEATURE_KINDS`), a small dataset is built
+For every feature kind the project has (`config.params.FEATURE_KINDS`), a small dataset is built
 by the dataset stage in tmp_path, a model is built on its statistics and fitted for one epoch
 (so batch norm's moving statistics are not the identity), and the test split's clips - plus
 longer recordings scored in windows and a set of bad rows - are scored twice:
@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from deepfake_audio.core.params import FEATURE_KINDS, Params, parse_params
+from deepfake_audio.config.params import FEATURE_KINDS, Params, parse_params
 
 HPARAMS = {
     "filters_1": 8,
@@ -79,7 +79,7 @@ def _audio(kind: str, root: Path) -> tuple[Params, list[tuple[str, bytes]]]:
 
 def _images(kind: str, root: Path) -> tuple[Params, list[tuple[str, bytes]]]:
     """The notebook-style images source, and its test split's PNGs."""
-    from deepfake_audio.core.images import write_demo_images
+    from deepfake_audio.dsp.images import write_demo_images
 
     pictures = root / "pictures"
     write_demo_images(pictures, {"train": 8, "validation": 2, "test": 6}, size=(40, 48))
@@ -128,8 +128,8 @@ def _reference(detector_class: type, model: Any, config: dict[str, Any]) -> Any:
 
     class PredictDetector(detector_class):
         def row_inputs(self, column: str, values: list[Any]):
-            from deepfake_audio.core.audio import load_wave, sliding_windows
-            from deepfake_audio.core.features import clip_features
+            from deepfake_audio.dsp.audio import load_wave, sliding_windows
+            from deepfake_audio.dsp.features import clip_features
             from deepfake_audio.serving.pyfunc import RowError
 
             parts, errors = [], []
@@ -162,7 +162,7 @@ def _reference(detector_class: type, model: Any, config: dict[str, Any]) -> Any:
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
 def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
     from deepfake_audio import models
-    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.serving.inference import ROWS_PER_THREAD
     from deepfake_audio.sources import list_clips

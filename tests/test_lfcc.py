@@ -1,4 +1,4 @@
-"""Tests for the LFCC front-end in core.features (linear filterbank, DCT, deltas, lfcc).
+"""Tests for the LFCC front-end in dsp.features (linear filterbank, DCT, deltas, lfcc).
 
 Where there is no library to pin against (librosa has no LFCC), the features are checked
 against straightforward per-frame loop implementations written here from the definitions, and
@@ -12,7 +12,7 @@ import pytest
 import scipy.fft
 import scipy.signal
 
-from deepfake_audio.core.features import (
+from deepfake_audio.dsp.features import (
     _dct_matrix,
     deltas,
     lfcc,

@@ -1,4 +1,4 @@
-"""Tests for core.metrics: hand-worked cases, invariances, errors, scikit-learn parity.
+"""Tests for scoring.metrics: hand-worked cases, invariances, errors, scikit-learn parity.
 
 Convention under test: higher score = more bona fide; label 1 = bona fide, 0 = spoof; a trial
 is accepted as bona fide when score > threshold.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from deepfake_audio.core.metrics import (
+from deepfake_audio.scoring.metrics import (
     binary_report,
     compute_eer,
     decide,

@@ -57,7 +57,7 @@ def test_mixed_precision_keeps_a_float32_logit_and_normalises_inside() -> None:
 def test_search_space_declares_the_notebook_hyperparameters() -> None:
     import keras_tuner as kt
 
-    from deepfake_audio.core.params import parse_params
+    from deepfake_audio.config.params import parse_params
 
     params = parse_params(None)
     hp = kt.HyperParameters()

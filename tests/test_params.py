@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT
-from deepfake_audio.core.params import (
+from deepfake_audio.config.params import (
     Choice,
     FloatRange,
     IntRange,

@@ -235,7 +235,7 @@ def test_notebook_image_layout_runs_end_to_end(
     pipeline: Pipeline, mlflow_server: str, tmp_path: Path
 ) -> None:
     """The notebook's own data - spectrogram PNGs in split/class folders - through every stage."""
-    from deepfake_audio.core.images import write_demo_images
+    from deepfake_audio.dsp.images import write_demo_images
 
     images = tmp_path / "notebook-images"
     write_demo_images(images, {"train": 12, "validation": 6, "test": 6})

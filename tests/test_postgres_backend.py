@@ -135,7 +135,7 @@ def test_mlflow_on_postgresql_keeps_runs_models_and_aliases(
     from mlflow.tracking import MlflowClient
 
     from deepfake_audio import models
-    from deepfake_audio.core.params import parse_params
+    from deepfake_audio.config.params import parse_params
     from deepfake_audio.ops import tracking
     from deepfake_audio.stages import register as registry
 

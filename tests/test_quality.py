@@ -14,7 +14,7 @@ import pytest
 import yaml
 from benchmarks import quality
 
-from conftest import PROJECT, commit_project, copy_project, merge, stage_env
+from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
 
 
 def test_summary_is_mean_sample_std_and_a_t_interval() -> None:
@@ -46,7 +46,6 @@ TINY = {
 }
 
 
-@pytest.mark.slow
 def test_data_paths_outside_the_project_are_made_absolute_for_the_queue(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -67,17 +66,23 @@ def test_data_paths_outside_the_project_are_made_absolute_for_the_queue(tmp_path
     ]
 
 
-def test_quality_runs_seeds_as_queued_experiments(
+@pytest.mark.slow
+def test_quality_runs_seeds_as_parallel_queued_experiments(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
 ) -> None:
+    """`make quality`'s engine, and `dvc queue start -j 2` with it: two seeds queued as DVC
+    experiments, run by two queue workers at once in their own workspaces (.dvc/tmp/exps),
+    both logging to the one MLflow server that the workers inherit from the environment of
+    `dvc queue start` (MLFLOW_TRACKING_URI), each run tagged with its own experiment name."""
     root = tmp_path_factory.mktemp("quality-repo")
     copy_project(root)
     tag = uuid.uuid4().hex[:8]
+    experiment = f"quality-{tag}"
     params = merge(
         yaml.safe_load((PROJECT / "params.yaml").read_text()),
         {
             **TINY,
-            "mlflow": {"experiment_name": f"quality-{tag}"},
+            "mlflow": {"experiment_name": experiment},
             "registry": {"model_name": f"quality-model-{tag}"},
         },
     )
@@ -107,3 +112,36 @@ def test_quality_runs_seeds_as_queued_experiments(
         assert 0.0 <= run["metrics"]["test_eer"] <= 1.0
     assert report["synthetic_demo_corpus"] is True
     assert f"{arch}: validation EER" in proc.stdout
+
+    # Both experiments are in `dvc exp show`, with their own seed and metrics ...
+    shown = quality.experiments(
+        json.loads(run_command(["dvc", "exp", "show", "--json"], root, env, timeout=300))
+    )
+    names = {run["name"]: run["seed"] for run in report["runs"]}
+    for name, seed in names.items():
+        assert name in shown, f"{name} missing from dvc exp show: {sorted(shown)}"
+        assert shown[name]["params"]["seed"] == seed
+    # ... and on the one MLflow server, each stage's runs tagged with the experiment's name.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, "the queued stages logged to the session's MLflow server"
+    spans = []
+    for name in names:
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.dvc_exp_name = '{name}'"
+        )
+        stages = {r.data.tags.get("stage") for r in runs}
+        assert {"tune", "train", "baseline"} <= stages, (name, stages)
+        train = [r for r in runs if r.data.tags.get("stage") == "train"]
+        assert len(train) == 1
+        assert train[0].data.metrics["test_eer"] == pytest.approx(
+            shown[name]["metrics"]["test_eer"]
+        )
+        spans.append(
+            (min(r.info.start_time for r in runs), max(r.info.end_time or 0 for r in runs))
+        )
+    # Two workers: the two experiments' runs overlap in time (one worker would serialise them).
+    (a_start, a_end), (b_start, b_end) = spans
+    assert a_start < b_end and b_start < a_end, spans

@@ -11,8 +11,8 @@ import mlflow.pyfunc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from deepfake_audio.config.params import Params, parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params, parse_params
 from deepfake_audio.stages import register as registry
 
 # The stand-in model below has no type hints; MLflow says so on every log.

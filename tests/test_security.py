@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import free_port
+from deepfake_audio.config.params import parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import parse_params
 from deepfake_audio.ops import server, tracking
 from deepfake_audio.sources import inside, list_clips
 
@@ -209,7 +209,7 @@ def test_a_valid_protocol_still_lists_its_clips(tmp_path: Path) -> None:
 
 def test_a_pickled_shard_is_refused_not_unpickled(tmp_path: Path) -> None:
     """A dataset shard holding Python objects would run code on np.load(allow_pickle=True)."""
-    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.dataset.shards import SpectrogramDataset
 
     marker = tmp_path / "code-ran"
 

@@ -30,9 +30,9 @@ import soundfile as sf
 import yaml
 
 from conftest import free_port, voice
-from deepfake_audio.core.calibration import Calibration, Decision, bayes_threshold
-from deepfake_audio.core.features import clip_features
-from deepfake_audio.core.params import parse_params
+from deepfake_audio.config.params import parse_params
+from deepfake_audio.dsp.features import clip_features
+from deepfake_audio.scoring.calibration import Calibration, Decision, bayes_threshold
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
@@ -91,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     import mlflow
 
     from deepfake_audio import models
-    from deepfake_audio.core import audio
+    from deepfake_audio.dsp import audio
     from deepfake_audio.ops import tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages import dataset
@@ -486,7 +486,7 @@ def test_promote_refuses_worse_then_rolls_back_with_force(
 
 
 def test_sliding_windows_cover_the_recording_and_pad_short_ones() -> None:
-    from deepfake_audio.core.audio import fix_length, sliding_windows
+    from deepfake_audio.dsp.audio import fix_length, sliding_windows
 
     wave = np.arange(10, dtype=np.float32)
     starts = [int(w[0]) for w in sliding_windows(wave, 4, 2)]
@@ -508,7 +508,7 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
     import pandas as pd
 
     from deepfake_audio import models
-    from deepfake_audio.core.images import write_demo_images
+    from deepfake_audio.dsp.images import write_demo_images
     from deepfake_audio.ops import tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages import dataset

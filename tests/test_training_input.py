@@ -19,15 +19,15 @@ import soundfile as sf
 
 from conftest import voice
 from deepfake_audio import models
-from deepfake_audio.core.audio import fix_length
-from deepfake_audio.core.params import ParamsError, parse_params
-from deepfake_audio.core.shards import SpectrogramDataset, decode_waves, encode_waves
-from deepfake_audio.core.train_batches import (
+from deepfake_audio.config.params import ParamsError, parse_params
+from deepfake_audio.dataset.shards import SpectrogramDataset, decode_waves, encode_waves
+from deepfake_audio.dataset.train_batches import (
     TrainingBatches,
     augment_batch,
     class_weights,
     training_input,
 )
+from deepfake_audio.dsp.audio import fix_length
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 
@@ -545,7 +545,7 @@ def test_the_kept_model_is_the_best_validation_epoch_without_an_early_stop() -> 
 def test_a_resumed_search_logs_what_it_logged_before() -> None:
     """Settings of augmentation that is off neither rename the search nor change what its
     parent run logs (MLflow refuses to change a logged param: a resumed search failed)."""
-    from deepfake_audio.core.train_batches import log_params
+    from deepfake_audio.dataset.train_batches import log_params
     from deepfake_audio.stages.tune.search import project_name
 
     off = parse_params({"augment": {"enabled": False, "rawboost_p": 0.0}})

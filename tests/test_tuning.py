@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_audio.core.params import parse_params
+from deepfake_audio.config.params import parse_params
 
 pytestmark = pytest.mark.slow
 

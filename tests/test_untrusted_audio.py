@@ -26,9 +26,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepfake_audio.core import audio
-from deepfake_audio.core.audio import AudioError, decode, load_clip, load_wave
-from deepfake_audio.core.params import parse_params
+from deepfake_audio.config.params import parse_params
+from deepfake_audio.dsp import audio
+from deepfake_audio.dsp.audio import AudioError, decode, load_clip, load_wave
 from deepfake_audio.stages.dataset import BadFile, file_features
 
 FUZZ = settings(

@@ -31,7 +31,7 @@ TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
 
 
 def _params(args: argparse.Namespace):
-    from deepfake_audio.core.params import load_params
+    from deepfake_audio.config.params import load_params
 
     return load_params(args.params)
 
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepfake_audio.core import reporting
+    from deepfake_audio.scoring import reporting
     from deepfake_audio.stages import evaluate as evaluation
 
     params = _params(args)

@@ -1,5 +1,4 @@
-"""The pure core: params, audio, features, images, metrics, reporting, atomic io, errors.
+"""What every room shares: one-line user errors, atomic writes, quiet TensorFlow, the import graph.
 
-Nothing here imports MLflow, keras-tuner or DVC (a test checks it with `ast`), so the
-core is what serving ships and what any stage can use without pulling in tracking.
+Nothing here imports MLflow, keras-tuner or DVC (a test checks it with `ast`).
 """

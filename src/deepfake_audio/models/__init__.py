@@ -23,8 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from deepfake_audio.config.params import Choice, FloatRange, Hyperparameter, IntRange, Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Choice, FloatRange, Hyperparameter, IntRange, Params
 from deepfake_audio.models.aasist import aasist, aasist_l
 from deepfake_audio.models.compact_cnn import compact_cnn
 from deepfake_audio.models.lcnn import lcnn

@@ -572,7 +572,7 @@ def project_experiment_name(params: Path = Path("params.yaml")) -> str:
     """
     if not params.exists():
         return DEFAULT_EXPERIMENT
-    from deepfake_audio.core.params import load_params
+    from deepfake_audio.config.params import load_params
 
     return load_params(params).mlflow.experiment_name
 

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.core.audio import AUDIO_SUFFIXES
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
+from deepfake_audio.dsp.audio import AUDIO_SUFFIXES
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 CSV_COLUMNS = ("path", "fake_probability", "label", "score")
@@ -241,7 +241,7 @@ def run(
     scorer, kind, uri = load_model(params, model_uri)
     loaded = time.perf_counter()
     if kind == "image":
-        from deepfake_audio.core.images import IMAGE_SUFFIXES
+        from deepfake_audio.dsp.images import IMAGE_SUFFIXES
 
         files = expand(inputs, IMAGE_SUFFIXES)
     else:

@@ -29,7 +29,7 @@ the train stage converts its rule (the Bayes threshold of `calibration.target_pr
 logit that makes the same decisions (`Calibration.raw_threshold`).
 
 Every row goes through the training code: `audio.load_wave` (decode, mono,
-resample, loudness) and `core.features.clip_features` (log-mel or LFCC), or
+resample, loudness) and `dsp.features.clip_features` (log-mel or LFCC), or
 `images.load_image`. A recording no longer than the training clip is padded
 as in training; a longer one is cut into windows of the training length every
 half window (the last one aligned with the end), each window is scored, and
@@ -65,8 +65,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from deepfake_audio.core.calibration import Calibration
-from deepfake_audio.core.params import FeaturesParams, LfccParams
+from deepfake_audio.config.params import FeaturesParams, LfccParams
+from deepfake_audio.scoring.calibration import Calibration
 from deepfake_audio.serving.inference import (
     ROWS_PER_THREAD,
     Network,
@@ -285,13 +285,13 @@ class Detector:
         fp = self.features
         try:
             if fp.kind == "image":
-                from deepfake_audio.core.images import load_image
+                from deepfake_audio.dsp.images import load_image
 
                 image, _ = load_image(source, fp.image_size)
                 inputs = image[None].astype(np.float32)
             else:
-                from deepfake_audio.core.audio import load_wave, sliding_windows
-                from deepfake_audio.core.features import clip_features
+                from deepfake_audio.dsp.audio import load_wave, sliding_windows
+                from deepfake_audio.dsp.features import clip_features
 
                 wave = load_wave(source, fp.sample_rate)
                 windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)

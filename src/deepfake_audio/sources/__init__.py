@@ -18,8 +18,8 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
 
 SPLITS = ("train", "validation", "test")
 LABELS = ("bonafide", "spoof")
@@ -87,7 +87,7 @@ def _file_clips(params: Params) -> list[Clip]:
         return asvspoof.list_clips(params)
     if source == "images":
         # The notebook's layout: the same folders, holding spectrogram pictures.
-        from deepfake_audio.core.images import IMAGE_SUFFIXES
+        from deepfake_audio.dsp.images import IMAGE_SUFFIXES
         from deepfake_audio.sources import folders
 
         return folders.list_clips(params, suffixes=IMAGE_SUFFIXES, what="image")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
 from deepfake_audio.sources import SPLITS, Clip
 
 AUDIO_SUFFIXES = (".flac", ".wav")

@@ -23,9 +23,9 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from deepfake_audio.core.audio import AUDIO_SUFFIXES
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
+from deepfake_audio.dsp.audio import AUDIO_SUFFIXES
 from deepfake_audio.sources import SPLITS, Clip
 
 SPLIT_ALIASES = {

@@ -25,8 +25,8 @@ CNN stands against the field's standard baseline (ASVspoof 2015-2021) on the sam
    CPU time on the demo corpus, the two classes fitted in parallel).
 4. A clip's score is the mean frame log-likelihood under the bona fide model minus that
    under the spoof model (a log-likelihood ratio: higher = more bona fide, the convention of
-   `deepfake_audio.core.metrics`), scored on the validation and test splits.
-5. The numbers are those of the evaluate stage (`core.reporting.summarise`): test EER, minDCF,
+   `deepfake_audio.scoring.metrics`), scored on the validation and test splits.
+5. The numbers are those of the evaluate stage (`scoring.reporting.summarise`): test EER, minDCF,
    actDCF and Cllr (the scores are already LLRs: reported as they are, uncalibrated), minCllr,
    ROC AUC, per-attack EER, accuracy at the validation split's EER threshold. They go to
    `reports/baseline.json` (a DVC metrics file; evaluate copies the EER and minDCF into
@@ -52,11 +52,11 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.io import write_json
-from deepfake_audio.core.params import Params
-from deepfake_audio.core.reporting import summarise
-from deepfake_audio.core.shards import SpectrogramDataset
+from deepfake_audio.dataset.shards import SpectrogramDataset
+from deepfake_audio.scoring.reporting import summarise
 
 IMAGES_SKIPPED = (
     "data.source is images: spectrogram pictures have no audio to compute LFCC features from"

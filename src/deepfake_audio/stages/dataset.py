@@ -1,23 +1,14 @@
 """The dataset stage: decode every clip once, compute its features, write the versioned shards.
 
-Output layout (`data/spectrograms/`, read back by `core.shards.SpectrogramDataset`):
-
-    manifest_<split>.csv     one row per clip: where it came from, its label, its shard row
-    <split>-<NNNNN>.npy      feature shards, shape (clips, *feature_shape): float16
-                             log-mel (n_mels, frames), LFCC (3 * n_coeffs, frames) or RGB
-                             images (height, width, 3); int16 waveforms (n_samples,)
-    waves_train-<NNNNN>.npy  augmentation on: the training clips' waves, int16, up to
-                             features.max_seconds, row for row beside train-<NNNNN>.npy
-    stats.json               feature settings, shapes, shard dtype, mean/std of the training
-                             split (per mel bin / coefficient, per colour channel, or one
-                             for waveforms)
+It writes `data/spectrograms/` in the format of `deepfake_audio.dataset.shards` (manifests,
+bounded feature shards, training waves, stats.json), through that module's writers.
 
 Features are computed once here, in worker processes, and streamed to shards
 of bounded size, so memory stays flat however many clips there are.
 
 With `augment.enabled` (audio kinds), the training split also keeps each clip's wave up to
 `features.max_seconds`, from which the training batches cut a random window every epoch
-(`core.train_batches`), and gets `augment.codec_copies` extra copies of every clip through
+(`dataset.train_batches`), and gets `augment.codec_copies` extra copies of every clip through
 the codecs of `augment.codecs` (an MP3 or OGG/Vorbis round trip, level-matched to the
 source). A copy is a manifest row of its own (`copy_of` names its source, `augmentation`
 the codec and level) with the source's speaker, label and sha256, so it can only ever sit in
@@ -34,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -50,35 +40,22 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.core.audio import fix_length
+from deepfake_audio.config.params import AugmentParams, FeaturesParams, Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.features import clip_features
-from deepfake_audio.core.io import replacing, write_dict_rows, write_json
-from deepfake_audio.core.params import AugmentParams, FeaturesParams, Params
-from deepfake_audio.core.shards import (
-    WAVE_FULL_SCALE,
-    WAVE_SHARD_PREFIX,
+from deepfake_audio.core.io import write_dict_rows, write_json
+from deepfake_audio.dataset.shards import (
+    MANIFEST_COLUMNS,
+    Moments,
+    ShardWriter,
+    WaveWriter,
     encode_waves,
+    moments,
+    stored_features,
+    write_stats,
 )
+from deepfake_audio.dsp.audio import fix_length
+from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.sources import LABELS, SPLITS, Clip
-
-MANIFEST_COLUMNS = (
-    "clip_id",
-    "path",
-    "split",
-    "label",
-    "target",
-    "speaker",
-    "attack",
-    "duration_s",
-    "sample_rate",
-    "sha256",
-    "shard",
-    "row",
-    "copy_of",  # codec copies (training only): the clip_id of the source, else empty
-    "augmentation",  # codec copies: codec@compression level, else empty
-    "wave_samples",  # training waves stored: samples of the clip's stored wave, else empty
-)
 
 
 @dataclass(frozen=True)
@@ -128,7 +105,7 @@ def file_features(
         raise BadFile(f"{path}: cannot read ({exc.strerror})") from None
     sha = hashlib.sha256(raw).hexdigest()
     if fp.kind == "image":
-        from deepfake_audio.core.images import ImageError, load_image
+        from deepfake_audio.dsp.images import ImageError, load_image
 
         try:
             image, _ = load_image(path, fp.image_size)
@@ -136,7 +113,7 @@ def file_features(
             raise BadFile(str(exc)) from None
         return image, {"duration_s": "", "sample_rate": "", "sha256": sha}
 
-    from deepfake_audio.core.audio import AudioError, condition, decode
+    from deepfake_audio.dsp.audio import AudioError, condition, decode
 
     n_samples = int(round(fp.clip_seconds * fp.sample_rate))
     try:
@@ -186,26 +163,9 @@ def _demo_features(
     return clip_features(wave, fp), meta
 
 
-_Moments = tuple[np.ndarray, np.ndarray]
-
-
-def _moments(feats: np.ndarray) -> _Moments:
-    """Sum and sum of squares of a clip's features over `norm_axes`, for the normalisation
-    statistics (accumulated in float64 across clips by `_ShardWriter`).
-
-    Computed in the worker, not in the process that writes the shards: there it cost
-    about a fifth of a millisecond a clip on the one process every worker waits for. Taken
-    from the float32 features rather than their float16 copy (the difference, ~1e-4
-    relative, is far below what normalisation cares about; the conversion is not free).
-    """
-    values = np.asarray(feats, dtype=np.float64)
-    axes = norm_axes(values.shape)
-    return np.atleast_1d(values.sum(axis=axes)), np.atleast_1d(np.square(values).sum(axis=axes))
-
-
 # One row of the build as a worker returns it: (copy number, stored features or None on
 # error, manifest metadata or {"error": reason}, normalisation moments or None).
-_Row = tuple[int, np.ndarray | None, dict[str, Any], _Moments | None]
+_Row = tuple[int, np.ndarray | None, dict[str, Any], Moments | None]
 
 
 def _extract(index: int) -> tuple[int, list[_Row]]:
@@ -252,7 +212,7 @@ def _row(
     """A computed row, checked: features that are not finite make the clip a bad file."""
     if not np.all(np.isfinite(feats)):
         raise BadFile(f"{clip.path}: features are not finite")
-    return copy, _stored(feats, fp), meta, _moments(feats)
+    return copy, stored_features(feats, fp), meta, moments(feats)
 
 
 def _copy_row(stored: np.ndarray, clip: Clip, copy: int, source: dict[str, Any]) -> _Row:
@@ -275,18 +235,13 @@ def _relative(message: str, clip: Clip, root: str) -> str:
     return message.replace(str(Path(root) / clip.path), clip.path)
 
 
-def _stored(feats: np.ndarray, fp: FeaturesParams) -> np.ndarray:
-    """Features as the shards hold them: int16 waveforms, float16 everything else."""
-    return encode_waves(feats) if fp.kind == "waveform" else feats.astype(np.float16)
-
-
 def _stable_hash(text: str) -> int:
     """A 64-bit number from a clip id, the same in every process (unlike `hash`)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 # Compression levels drawn for codec copies (soundfile's 0 = best, 1 = smallest): MP3 at
-# 16 kHz from about 190 down to 25 kbit/s (core.augment.codec_round_trip).
+# 16 kHz from about 190 down to 25 kbit/s (dsp.augment.codec_round_trip).
 CODEC_LEVELS = (0.0, 0.9)
 
 
@@ -311,7 +266,7 @@ def _round_trip(wave: np.ndarray, codec: str, rng: np.random.Generator) -> tuple
     """`wave` through `codec` at a level drawn from `rng`, back at the source's RMS: serving
     normalises the level of what it decodes, so a copy must not carry the codec's small level
     change as a cue."""
-    from deepfake_audio.core.augment import codec_round_trip
+    from deepfake_audio.dsp.augment import codec_round_trip
 
     assert _JOB is not None
     level = float(rng.uniform(*CODEC_LEVELS))
@@ -374,10 +329,10 @@ def extraction_pool(
     global _JOB
     # Import what the workers run before forking them, so each worker inherits it instead of
     # importing it again on its first clip (a fixed cost that dominated small datasets).
-    from deepfake_audio.core import features  # noqa: F401
+    from deepfake_audio.dsp import features  # noqa: F401
 
     if fp.kind == "image":
-        from deepfake_audio.core import images  # noqa: F401
+        from deepfake_audio.dsp import images  # noqa: F401
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
@@ -440,86 +395,6 @@ def _keep_freed_memory() -> None:
     mallopt(_M_MMAP_THRESHOLD, 8 << 20)
 
 
-def norm_axes(feature_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Axes a clip's features are averaged over for the normalisation statistics.
-
-    Spectral features (rows, frames) get one statistic per row (mel bin or
-    cepstral coefficient), averaged over time; RGB images (height, width, 3)
-    get one per colour channel; a waveform (samples,) one for all its samples.
-    """
-    return {3: (0, 1), 2: (1,), 1: (0,)}[len(feature_shape)]
-
-
-class _Shards:
-    """Streams arrays into fixed-size `<prefix>-NNNNN.npy` shards, each written atomically."""
-
-    def __init__(self, out: Path, prefix: str, shard_size: int) -> None:
-        self.out, self.prefix, self.shard_size = out, prefix, shard_size
-        self.buffer: list[np.ndarray] = []
-        self.shard = 0
-
-    def add(self, array: np.ndarray) -> tuple[int, int]:
-        """Buffer one clip's array; returns its (shard, row)."""
-        self.buffer.append(array)
-        where = (self.shard, len(self.buffer) - 1)
-        if len(self.buffer) >= self.shard_size:
-            self.flush()
-        return where
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        _save(self.out / f"{self.prefix}-{self.shard:05d}.npy", self.buffer)
-        self.buffer = []
-        self.shard += 1
-
-
-class _ShardWriter(_Shards):
-    """One split's features, with the normalisation moments accumulated on the way."""
-
-    def __init__(self, out: Path, split: str, shard_size: int, feature_shape: tuple[int, ...]):
-        super().__init__(out, split, shard_size)
-        self.axes = norm_axes(feature_shape)
-        size = {3: feature_shape[-1], 2: feature_shape[0], 1: 1}[len(feature_shape)]
-        self.sum = np.zeros(size, dtype=np.float64)
-        self.sumsq = np.zeros(size, dtype=np.float64)
-        self.count = 0
-
-    def add_clip(self, feats: np.ndarray, moments: _Moments) -> tuple[int, int]:
-        """Buffer one clip's features; `moments` is `_moments(feats)`, from the worker."""
-        self.sum += moments[0]
-        self.sumsq += moments[1]
-        self.count += int(np.prod([feats.shape[a] for a in self.axes]))
-        return self.add(feats)
-
-    def statistics(self) -> dict[str, Any]:
-        mean = self.sum / max(self.count, 1)
-        std = np.sqrt(np.maximum(self.sumsq / max(self.count, 1) - mean**2, 1e-8))
-        return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
-
-
-class _WaveWriter(_Shards):
-    """The training waves, int16, row for row beside the feature shards.
-
-    A shard is as wide as its longest wave (at most max_samples), shorter ones zero-padded
-    after their `wave_samples`: a corpus of short clips does not store seconds of padding.
-    """
-
-    def __init__(self, out: Path, shard_size: int) -> None:
-        super().__init__(out, WAVE_SHARD_PREFIX, shard_size)
-
-    def flush(self) -> None:
-        width = max((w.size for w in self.buffer), default=0)
-        self.buffer = [np.pad(w, (0, width - w.size)) for w in self.buffer]
-        super().flush()
-
-
-def _save(path: Path, rows: list[np.ndarray]) -> None:
-    """One shard, written atomically."""
-    with replacing(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.stack(rows))
-
-
 class _Progress:
     """A progress bar with clips/s on stderr; plain lines every 10 % when not a terminal."""
 
@@ -576,9 +451,9 @@ def _write_splits(
         results = stream()
         for split in SPLITS:
             split_clips = by_split[split]
-            writer = _ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
+            writer = ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
             keep = keeps_waves and split == "train"
-            waves = _WaveWriter(tmp, params.data.shard_size) if keep else None
+            waves = WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
             progress = _Progress(split, len(split_clips))
             with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
@@ -588,7 +463,7 @@ def _write_splits(
                     index, rows = next(results)
                     progress.update(done)
                     clip = ordered[index]
-                    for copy, feats, meta, moments in rows:
+                    for copy, feats, meta, clip_moments in rows:
                         if feats is None:
                             if params.data.on_bad_file == "fail":
                                 raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
@@ -603,7 +478,7 @@ def _write_splits(
                                     f"{clip.path} ({split}) has the same audio as {other.path} "
                                     f"({other.split}): the same clip in two splits leaks the test"
                                 )
-                        shard, row = writer.add_clip(feats, moments)
+                        shard, row = writer.add_clip(feats, clip_moments)
                         wave = meta.pop("wave", None)
                         if waves is not None and waves.add(wave) != (shard, row):
                             raise AssertionError("wave shards out of step with feature shards")
@@ -670,36 +545,18 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-built dataset left behind
         raise
-    waveform = fp.kind == "waveform"
-    keeps_waves = params.augment.applies_to(fp.kind)
-    meta = {
-        "format_version": 3,
-        "source": params.data.source,
-        "features": params.section("features"),
-        "feature_shape": list(fp.feature_shape),
-        "input_shape": list(fp.input_shape),
-        "shard_dtype": "int16" if waveform else "float16",
-        "shard_scale": 1.0 / WAVE_FULL_SCALE if waveform else 1.0,
-        "counts": counts,
-        "codec_copies": copies,
-        # data.validation_codec: every validation clip went once through this codec (or null).
-        "validation_codec": params.data.validation_codec,
-        # The model-input axis of the statistics: colour channel, wave channel or spectral row.
-        "normalisation": {**stats, "axis": 3 if fp.kind == "image" else 2 if waveform else 1},
-        # What the dataset stage did for training-time augmentation (tune and train do the rest).
-        "augment": {
-            "enabled": keeps_waves,
-            "codecs": list(params.augment.codecs) if keeps_waves else [],
-            "codec_copies": params.augment.codec_copies if keeps_waves else 0,
-        },
-    }
-    if keeps_waves:
-        meta["train_waves"] = {
-            "samples": fp.max_samples,
-            "dtype": "int16",
-            "full_scale": WAVE_FULL_SCALE,
-        }
-    (tmp / "stats.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_stats(
+        tmp,
+        fp,
+        params.section("features"),
+        source=params.data.source,
+        counts=counts,
+        codec_copies=copies,
+        validation_codec=params.data.validation_codec,
+        statistics=stats,
+        augment=params.augment,
+        keeps_waves=params.augment.applies_to(fp.kind),
+    )
     # Renames only, so an interruption leaves either the old dataset or the new one whole
     # (at worst beside `<out>.old`), never a half-deleted folder.
     old = out.with_name(out.name + ".old")

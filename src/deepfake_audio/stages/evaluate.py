@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.core import metrics
-from deepfake_audio.core.calibration import Decision
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.io import read_json, replacing, write_csv, write_json
-from deepfake_audio.core.params import Params
-from deepfake_audio.core.reporting import (
+from deepfake_audio.scoring import metrics
+from deepfake_audio.scoring.calibration import Decision
+from deepfake_audio.scoring.reporting import (
     BASELINE_METRICS_KEYS,
     details,
     operating_points,
@@ -340,7 +340,7 @@ def run(
     import mlflow
 
     from deepfake_audio import models
-    from deepfake_audio.core.shards import SpectrogramDataset
+    from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.ops import runtime, tracking
 
     run_info = read_json(run_info_path, "the training run")

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.core.calibration import Decision, decide_on_validation
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.io import read_json, replacing, write_json
-from deepfake_audio.core.params import Params
+from deepfake_audio.scoring.calibration import Decision, decide_on_validation
 
 
 def validation_scores(model: Any, val: Any) -> np.ndarray:
@@ -61,8 +61,8 @@ def run(
     import mlflow
 
     from deepfake_audio import models
-    from deepfake_audio.core.shards import SpectrogramDataset
-    from deepfake_audio.core.train_batches import training_input
+    from deepfake_audio.dataset.shards import SpectrogramDataset
+    from deepfake_audio.dataset.train_batches import training_input
     from deepfake_audio.ops import runtime, tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages.callbacks import MlflowEpochLogger, standard_callbacks

@@ -30,8 +30,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.params import Params
 from deepfake_audio.stages.tune.launcher import (
     die_with_launcher,
     run_distributed,

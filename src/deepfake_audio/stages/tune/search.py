@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.io import write_json, write_text
-from deepfake_audio.core.params import Params
 from deepfake_audio.stages.tune.state import (
     check_tuner_state,
     completed_trials,
@@ -193,7 +193,7 @@ class Search:
 
     def __init__(self, params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
         from deepfake_audio import models
-        from deepfake_audio.core.shards import SpectrogramDataset
+        from deepfake_audio.dataset.shards import SpectrogramDataset
         from deepfake_audio.ops import runtime, tracking
 
         tracking.connect(params.mlflow.experiment_name)
@@ -211,7 +211,7 @@ class Search:
 
     def fit_params(self) -> dict[str, Any]:
         """The flat augment.* and class_weight.* params of this search's training batches."""
-        from deepfake_audio.core.train_batches import class_weights, log_params, source_targets
+        from deepfake_audio.dataset.train_batches import class_weights, log_params, source_targets
 
         weights = class_weights(source_targets(self.data), self.params.train.class_weight)
         return log_params(self.params.augment, self.data.features.kind, weights)
@@ -258,7 +258,7 @@ class Search:
     def search(self, tuner: Any) -> None:
         from keras_tuner import errors as kt_errors
 
-        from deepfake_audio.core.train_batches import training_input
+        from deepfake_audio.dataset.train_batches import training_input
         from deepfake_audio.stages.callbacks import standard_callbacks
 
         params, data = self.params, self.data

@@ -18,7 +18,7 @@ used: either would change the pixels the model was trained on.
 
 Anything wrong with the file itself (unreadable, not an image, truncated, zero-size, blank)
 raises `ImageError`, a `UserError`, so a dataset build can skip the file and the server can
-answer with one line naming it, exactly like `deepfake_audio.core.audio.AudioError`.
+answer with one line naming it, exactly like `deepfake_audio.dsp.audio.AudioError`.
 
 `write_demo_images` renders a small synthetic tree in the notebook's directory layout, so tests
 and benchmarks can exercise the images pipeline without the notebook's data.

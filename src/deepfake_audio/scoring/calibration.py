@@ -9,7 +9,7 @@ natural-log likelihood ratio
 
 which means the same thing whatever the class balance of any data set; only then is a
 stated prior turned into a probability (`fake_probability`) or costs into a threshold
-(`bayes_threshold`) that are right. Conventions are those of `deepfake_audio.core.metrics`:
+(`bayes_threshold`) that are right. Conventions are those of `deepfake_audio.scoring.metrics`:
 label 1 = bona fide, 0 = spoof; a clip is accepted as bona fide when ``llr > threshold``.
 
 Serving only needs `Calibration.from_dict` and `Calibration.llr`: the fitted map is stored as
@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepfake_audio.core.metrics import ASVSPOOF5_CM_DCF, _bayes_llr_threshold, compute_eer
+from deepfake_audio.scoring.metrics import ASVSPOOF5_CM_DCF, _bayes_llr_threshold, compute_eer
 
 __all__ = [
     "Calibration",

@@ -22,7 +22,7 @@ channel after the fact. So the dataset stage keeps the training clips' waves (in
 5. a random gain from ``augment.gain_db`` (then clipped to [-1, 1] like every loaded clip):
    the level of a window relative to its recording depends on how much silence the recording
    holds, which differs between bona fide and spoofed corpora;
-6. `core.features.clip_features` (the one transform of the dataset stage and serving) and,
+6. `dsp.features.clip_features` (the one transform of the dataset stage and serving) and,
    for spectral kinds, SpecAugment masks (``augment.spec_*``).
 
 Codec round trips are not made here: they are slow (an MP3 encode per clip) and need no
@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.core.audio import fix_length
-from deepfake_audio.core.augment import add_noise, random_crop, random_gain, spec_augment
+from deepfake_audio.config.params import AugmentParams, FeaturesParams, Params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.core.features import clip_features
-from deepfake_audio.core.params import AugmentParams, FeaturesParams, Params
-from deepfake_audio.core.rawboost import rawboost
+from deepfake_audio.dsp.audio import fix_length
+from deepfake_audio.dsp.augment import add_noise, random_crop, random_gain, spec_augment
+from deepfake_audio.dsp.features import clip_features
+from deepfake_audio.dsp.rawboost import rawboost
 
 __all__ = [
     "TrainingBatches",

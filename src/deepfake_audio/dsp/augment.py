@@ -49,7 +49,7 @@ NOISE_COLOURS = ("white", "pink", "brown")
 CODECS = ("mp3", "ogg")
 _BITRATE_MODES = ("VARIABLE", "CONSTANT", "AVERAGE")
 
-# A clip whose peak stays below this is digital silence (the same threshold `core.audio` uses to
+# A clip whose peak stays below this is digital silence (the same threshold `dsp.audio` uses to
 # refuse silent uploads): scaling it to a target level would only amplify rounding noise.
 _SILENCE_PEAK = 1e-5
 
@@ -172,7 +172,7 @@ def loudness_normalise(
 
     Peaks that the gain pushes past full scale are handled by ``peak``:
 
-    - ``"clip"`` (default): hard-clip to [-1, 1], exactly what `core.audio.condition` does to
+    - ``"clip"`` (default): hard-clip to [-1, 1], exactly what `dsp.audio.condition` does to
       every loaded clip, so augmented and plain clips go through the same path. At -26 dBFS a
       speech peak needs a crest factor above 26 dB to clip, so few samples are touched; the
       RMS of those clips ends slightly below target.

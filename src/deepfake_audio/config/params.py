@@ -36,9 +36,9 @@ THRESHOLD_RULES = ("bayes", "validation_eer")
 PROMOTE_METRICS = ("test_eer", "test_min_dcf", "test_act_dcf", "test_cllr")
 MONITORS = ("val_loss", "val_accuracy", "val_eer")
 CLASS_WEIGHTS = ("balanced", "none")
-# Codecs of the dataset stage's extra training copies (core.augment.CODECS).
+# Codecs of the dataset stage's extra training copies (dsp.augment.CODECS).
 AUGMENT_CODECS = ("mp3", "ogg")
-# RawBoost's algorithm numbers (core.rawboost.ALGORITHMS): 0 none ... 8 parallel 1,2.
+# RawBoost's algorithm numbers (dsp.rawboost.ALGORITHMS): 0 none ... 8 parallel 1,2.
 RAWBOOST_ALGOS = tuple(range(9))
 # Hyperparameters every architecture reads; the names are the notebook's, so the
 # MLflow compare view lines the seed's trials up with ours.
@@ -303,7 +303,7 @@ class AugmentParams:
     noise_p: float = 0.0  # share of training clips given additive white noise
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     rawboost_p: float = 0.0  # share of training clips given RawBoost
-    rawboost_algo: int = 5  # the reference numbering (core.rawboost.ALGORITHMS)
+    rawboost_algo: int = 5  # the reference numbering (dsp.rawboost.ALGORITHMS)
     codecs: tuple[str, ...] = ()  # mp3 | ogg: round trips made by the dataset stage
     codec_copies: int = 0  # extra copies of each training clip, one codec each
     spec_time_masks: int = 0  # SpecAugment (spectral kinds only)
@@ -668,7 +668,7 @@ def _augment(raw: Any) -> AugmentParams:
         raise _fail(f"{key}.codecs", f"{codecs!r} names a codec twice")
     algo = a.get("rawboost_algo", d.rawboost_algo)
     if isinstance(algo, bool) or algo not in RAWBOOST_ALGOS:
-        raise _fail(f"{key}.rawboost_algo", f"{algo!r} is not one of 0-8 (core/rawboost.py)")
+        raise _fail(f"{key}.rawboost_algo", f"{algo!r} is not one of 0-8 (dsp/rawboost.py)")
     augment = AugmentParams(
         enabled=_bool(a, key, "enabled", d.enabled),
         random_crop=_bool(a, key, "random_crop", d.random_crop),

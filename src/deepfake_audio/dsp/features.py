@@ -75,7 +75,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deepfake_audio.core.params import FeaturesParams
+from deepfake_audio.config.params import FeaturesParams
 
 __all__ = [
     "deltas",

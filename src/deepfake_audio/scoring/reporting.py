@@ -2,7 +2,7 @@
 
 The CNN's evaluate stage and the LFCC-GMM baseline stage report through these same
 functions, so the two sets of numbers in reports/metrics.json are computed alike and can
-be compared line by line. Pure numpy (through `core.metrics`): tests need no model.
+be compared line by line. Pure numpy (through `scoring.metrics`): tests need no model.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_audio.core import metrics
-from deepfake_audio.core.calibration import Decision, Reliability, fake_probability, reliability
+from deepfake_audio.scoring import metrics
+from deepfake_audio.scoring.calibration import Decision, Reliability, fake_probability, reliability
 
 # Keys of reports/metrics.json that carry the baseline's numbers (null when skipped), and
 # the keys of the baseline's own report they come from.

@@ -54,6 +54,8 @@ def copy_project(root: Path) -> None:
     (root / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(PROJECT / ".dvc" / name, root / ".dvc" / name)
+    # The offline `dvc plots show` template that .dvc/config names.
+    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots")
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -1,8 +1,15 @@
-"""Each reference architecture through every stage: `dvc exp run -S model.architecture=...`.
+"""Every architecture, every feature kind and every input layout through every stage, in ONE
+repository: `dvc exp run -S model.architecture=... -S features.kind=...` on a tiny synthetic
+corpus, a training step or two each, against the real MLflow server.
 
-A few training steps on a tiny synthetic corpus against the real MLflow server, then the
-registered version scores a recording through `deepfake-audio predict` in a fresh process -
-which must import the architecture's own layers itself to load the model in safe mode.
+One repository, not one per case: the experiments share the git repository, the DVC cache
+and its run cache, so a dataset that another architecture already built for the same
+feature kind is restored instead of rebuilt (the three waveform architectures share one).
+The waveform group trains with augmentation on (codec copies, random windows, noise,
+RawBoost); `compact_cnn` reads the notebook's own layout, spectrogram PNGs in split/class
+folders. At the end, every registered version scores a recording through
+`deepfake-audio predict` in one fresh process, which must import the architectures' own
+layers itself to load the models in safe mode.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
@@ -25,67 +33,217 @@ pytestmark = pytest.mark.slow
 TINY = {
     "seed": 7,
     "data": {"demo": {"train_clips": 12, "validation_clips": 8, "test_clips": 8}},
-    "features": {"clip_seconds": 0.5, "max_seconds": 0.75, "workers": 1},
+    "features": {"clip_seconds": 0.5, "max_seconds": 1.0, "workers": 1},
     "tune": {"max_trials": 1, "epochs": 1, "batch_size": 4},
     "train": {"epochs": 1},
     "augment": {"codec_copies": 0, "codecs": []},
     "baseline": {"components": 2, "max_frames": 2000},
 }
-CASES = {
-    "tdnn": [],  # params.yaml's default (on lfcc)
-    "compact_cnn": ["-S", "features.kind=logmel"],
-    "lcnn": ["-S", "features.kind=lfcc"],
-    "aasist_l": ["-S", "features.kind=waveform"],
-    "aasist": ["-S", "features.kind=waveform"],
+# The raw-waveform architectures train with every augmentation the pipeline has.
+AUGMENTED = [
+    "-S", "augment.enabled=true",
+    "-S", "augment.noise_p=0.5",
+    "-S", "augment.rawboost_p=0.5",
+    "-S", "augment.rawboost_algo=5",
+    "-S", "augment.codecs=[mp3,ogg]",
+    "-S", "augment.codec_copies=1",
+]  # fmt: skip
+WAVE_CNN_SPACE = {
+    "filters_1": [8],
+    "filters_2": [8],
+    "kernel_size_1": [3],
+    "kernel_size_2": [3],
+    "dense_units": [8],
+    "learning_rate": {"min": 1.0e-4, "max": 1.0e-3, "sampling": "log"},
+    "optimizer": ["adam"],
+}
+# architecture -> (feature kind, extra `-S` overrides). Every feature kind appears once at
+# least: lfcc (params.yaml's default), logmel, waveform, and image (the notebook's layout).
+CASES: dict[str, tuple[str, list[str]]] = {
+    "tdnn": ("lfcc", []),
+    "lcnn": ("logmel", []),
+    "compact_cnn": ("image", ["-S", "data.source=images"]),  # data.path: set by the fixture
+    "aasist_l": ("waveform", AUGMENTED),
+    "aasist": ("waveform", AUGMENTED),
+    "wave_cnn": ("waveform", AUGMENTED),
 }
 
 
-@pytest.mark.parametrize("architecture", sorted(CASES))
-def test_architecture_trains_registers_and_serves(
-    architecture: str, tmp_path: Path, mlflow_server: str
-) -> None:
-    root = tmp_path / "repo"
+class Repo:
+    """The one repository every case runs in, and what each case registered."""
+
+    def __init__(self, root: Path, env: dict[str, str], params: dict, tag: str) -> None:
+        self.root, self.env, self.params, self.tag = root, env, params, tag
+        self.images = root.parent / "notebook-images"
+        self.registered: dict[str, str] = {}  # architecture -> models:/<name>/<version>
+
+    def json(self, rel: str) -> dict:
+        return json.loads((self.root / rel).read_text())
+
+    def model_name(self, architecture: str) -> str:
+        return f"{architecture.replace('_', '-')}-{self.tag}"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Repo:
+    from deepfake_audio.dsp.images import write_demo_images
+
+    root = tmp_path_factory.mktemp("architectures") / "repo"
     root.mkdir()
     copy_project(root)
     tag = uuid.uuid4().hex[:8]
-    model_name = f"{architecture.replace('_', '-')}-{tag}"
     params = merge(
         yaml.safe_load((PROJECT / "params.yaml").read_text()),
-        {
-            **TINY,
-            "mlflow": {"experiment_name": f"arch-{tag}"},
-            "registry": {"model_name": model_name},
-        },
+        {**TINY, "mlflow": {"experiment_name": f"arch-{tag}"}},
     )
+    params["tune"]["search_space"]["wave_cnn"] = WAVE_CNN_SPACE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = stage_env(mlflow_server)
     commit_project(root, env)
+    r = Repo(root, env, params, tag)
+    write_demo_images(r.images, {"train": 6, "validation": 4, "test": 4})  # per class
+    return r
+
+
+@pytest.mark.parametrize("architecture", list(CASES))
+def test_architecture_trains_registers_and_serves(architecture: str, repo: Repo) -> None:
+    kind, extra = CASES[architecture]
+    if kind == "image":
+        extra = [*extra, "-S", f"data.path={repo.images}"]
+    # `dvc exp run` leaves the experiment's params in the workspace: start each case from
+    # the committed ones, so a case gets exactly its own overrides.
+    run_command(["git", "checkout", "--", "params.yaml"], repo.root, repo.env)
     out = run_command(
-        ["dvc", "exp", "run", "-S", f"model.architecture={architecture}", *CASES[architecture]],
-        root,
-        env,
+        ["dvc", "exp", "run", "-S", f"model.architecture={architecture}"]
+        + [
+            "-S",
+            f"features.kind={kind}",
+            "-S",
+            f"registry.model_name={repo.model_name(architecture)}",
+        ]
+        + extra,
+        repo.root,
+        repo.env,
     )
-    for stage in ("dataset", "tune", "train", "evaluate", "register"):
+    # A dataset another case built with the same params is not built again: it is the
+    # workspace's already, or DVC's run cache restores it.
+    for stage in ("dataset", "baseline"):
+        said = (
+            f"Running stage '{stage}'",
+            f"Stage '{stage}' didn't change",
+            f"Stage '{stage}' is cached",
+        )
+        assert any(line in out for line in said), stage
+    for stage in ("tune", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out, stage
-    hparams = json.loads((root / "models/best_hparams.json").read_text())
+    hparams = repo.json("models/best_hparams.json")
     assert hparams["architecture"] == architecture
     # Each architecture searched its own space, as params.yaml declares it.
-    assert set(hparams["values"]) == set(params["tune"]["search_space"][architecture])
-    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert set(hparams["values"]) == set(repo.params["tune"]["search_space"][architecture])
+    metrics = repo.json("reports/metrics.json")
     assert 0.0 <= metrics["test_eer"] <= 1.0
+    registry = repo.json("reports/registry.json")
+    assert registry["model_name"] == repo.model_name(architecture)
+    repo.registered[architecture] = f"models:/{registry['model_name']}/{registry['version']}"
 
-    wav = tmp_path / "upload.wav"
+    stats = repo.json("data/spectrograms/stats.json")
+    assert stats["features"]["kind"] == kind
+    if kind == "image":
+        _check_the_notebook_layout(repo, metrics)
+    if architecture == "wave_cnn":
+        _check_the_augmented_waveform_run(repo, stats)
+
+
+def _check_the_notebook_layout(repo: Repo, metrics: dict) -> None:
+    """Pictures in split/class folders: the dataset holds them, the baseline says it cannot
+    score pictures instead of failing the pipeline, and the model takes 224x224 RGB."""
+    dataset = repo.json("reports/dataset.json")
+    assert dataset["per_split"]["test"] == {"bonafide": 4, "spoof": 4}
+    assert dataset["rejected"] == 0
+    assert "skipped" in repo.json("reports/baseline.json")
+    assert metrics["baseline_lfcc_gmm_test_eer"] is None
+    import mlflow
+
+    mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
+    model = mlflow.keras.load_model(repo.registered["compact_cnn"])
+    assert model.input_shape[1:] == (224, 224, 3)
+
+
+def _check_the_augmented_waveform_run(repo: Repo, stats: dict) -> None:
+    """int16 wave shards with the longer training waves and one codec copy per training clip;
+    every augment.* setting logged on the trials and the train run; the registered pyfunc
+    scores a raw recording at another sample rate with no project code."""
+    assert stats["shard_dtype"] == "int16"
+    assert stats["input_shape"] == [8000, 1] and stats["train_waves"]["samples"] == 16000
+    assert stats["codec_copies"] == 12  # one per training clip
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=repo.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(repo.params["mlflow"]["experiment_name"])
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    train = [
+        r
+        for r in runs
+        if r.data.tags.get("stage") == "train" and r.data.params.get("architecture") == "wave_cnn"
+    ]
+    assert len(train) == 1
+    logged = train[0].data.params
+    assert logged["features.kind"] == "waveform"
+    assert logged["augment.enabled"] == "True" and logged["augment.rawboost_algo"] == "5"
+    assert logged["augment.codecs"] == "['mp3', 'ogg']"
+    assert logged["class_weight.bonafide"] == "1.0"
+    assert "best_epoch" in train[0].data.metrics
+    trials = [
+        r for r in runs if "trial_id" in r.data.tags and r.data.params.get("filters_1") == "8"
+    ]
+    assert trials and all(t.data.params["augment.noise_p"] == "0.5" for t in trials)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
+    served = mlflow.pyfunc.load_model(repo.registered["wave_cnn"])
+    wav = repo.root.parent / "upload-22k.wav"
+    rng = np.random.default_rng(0)
+    sf.write(wav, (0.1 * rng.standard_normal(22050)).astype(np.float32), 22050)
+    scores = served.predict(pd.DataFrame({"path": [str(wav)]}))
+    assert scores["error"][0] == "" and 0.0 <= float(scores["fake_probability"][0]) <= 1.0
+
+
+# One fresh interpreter scores the recording with every registered version in turn, through
+# the CLI's own entry point (a process per version cost a TensorFlow start-up each).
+_PREDICT_EACH = """
+import contextlib, io, json, sys
+from deepfake_audio import cli
+for uri in sys.argv[2:]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["predict", sys.argv[1], "--model", uri, "--format", "json"])
+    print(json.dumps({"uri": uri, "code": code, "stdout": out.getvalue()}))
+"""
+
+
+def test_every_registered_architecture_scores_through_predict_in_a_fresh_process(
+    repo: Repo,
+) -> None:
+    missing = [a for a in CASES if a not in repo.registered]
+    assert not missing, f"not registered (their cases failed above): {missing}"
+    audio_uris = [uri for a, uri in repo.registered.items() if CASES[a][0] != "image"]
+    wav = repo.root.parent / "upload.wav"
     rng = np.random.default_rng(1)
     sf.write(wav, (0.1 * rng.standard_normal(12000)).astype(np.float32), 16000)
     proc = subprocess.run(
-        [sys.executable, "-m", "deepfake_audio.cli", "predict", str(wav)]
-        + ["--model", f"models:/{model_name}@champion", "--format", "json"],
-        cwd=tmp_path,
-        env=env,
+        [sys.executable, "-c", _PREDICT_EACH, str(wav), *audio_uris],
+        cwd=repo.root.parent,
+        env=repo.env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = json.loads(proc.stdout)
-    assert row["error"] == "" and 0.0 <= float(row["fake_probability"]) <= 1.0
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["uri"] for r in results] == audio_uris
+    for result in results:
+        assert result["code"] == 0, result
+        (row,) = json.loads(result["stdout"])
+        assert row["error"] == "" and 0.0 <= float(row["fake_probability"]) <= 1.0, result

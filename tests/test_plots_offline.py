@@ -139,9 +139,8 @@ def test_pins_are_the_versions_dvc_render_would_load_from_the_cdn() -> None:
 
 def test_dvc_plots_show_writes_a_page_that_loads_nothing_remote(tmp_path: Path) -> None:
     root = tmp_path / "project"
-    copy_project(root)  # dvc.yaml and .dvc/config, which names the template
+    copy_project(root)  # dvc.yaml, .dvc/config and the template it names
     shutil.copy(PROJECT / "params.yaml", root / "params.yaml")  # dvc.yaml's ${data.path}
-    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots")
     write_plot_files(root)
     env = stage_env()
     commit_project(root, env)

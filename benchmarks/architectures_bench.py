@@ -63,7 +63,7 @@ def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) 
     """Build `arch` for `input_shape`, train `epochs` on random data, time the epochs."""
     import keras
 
-    from deepfake_audio import models
+    from deepfake_audio.models import network
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) 
     channels = input_shape[0] if len(input_shape) == 3 else 1
     norm_axis = 1 if len(input_shape) == 3 else 2
     mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
-    model = models.build(_values(arch), arch, input_shape, mean, std, norm_axis)
+    model = network.build(_values(arch), arch, input_shape, mean, std, norm_axis)
     timer = epoch_timer()
     batch = min(BATCH_SIZE, samples)
     model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)

@@ -454,12 +454,12 @@ def register_model(ws: Workspace, url: str, name: str) -> tuple[str, Path, dict[
     """Build, log (this checkout's serving code) and register the model: URI, .keras, config."""
     import mlflow
 
-    from deepfake_audio import models
+    from deepfake_audio.models import network
     from deepfake_audio.serving import pyfunc as serving
 
     params = ws.params()
     fp = params.features
-    model = models.build(
+    model = network.build(
         MODEL_HPARAMS,
         "compact_cnn",
         fp.input_shape,

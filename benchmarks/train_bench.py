@@ -65,8 +65,8 @@ def run(ws: Workspace) -> list[Figure]:
     import keras
     import tensorflow as tf
 
-    from deepfake_audio import models
     from deepfake_audio.dataset.shards import SpectrogramDataset
+    from deepfake_audio.models import network
     from deepfake_audio.ops import runtime
 
     params = ws.params()
@@ -80,7 +80,7 @@ def run(ws: Workspace) -> list[Figure]:
 
     log(f"train: compact_cnn on log-mel {data.input_shape}, {epochs} epochs of {n_train} clips")
     keras.utils.set_random_seed(seed)
-    model = models.build(HYPERPARAMETERS, "compact_cnn", data.input_shape, data.mean, data.std)
+    model = network.build(HYPERPARAMETERS, "compact_cnn", data.input_shape, data.mean, data.std)
     train = data.tf_dataset("train", BATCH_SIZE, shuffle=True, seed=seed)
     results["compact_cnn"] = _fit(model, train, n_train, epochs)
     scores = model.predict(data.tf_dataset("test", BATCH_SIZE), verbose=0)
@@ -95,7 +95,7 @@ def run(ws: Workspace) -> list[Figure]:
     log(f"train: seed_cnn on {shape} PNG renderings, {epochs} epochs of {n_train} clips")
     keras.utils.set_random_seed(seed)
     # Normalisation to x / 255 per pixel: exactly the notebook's ImageDataGenerator(rescale=1/255).
-    model = models.build(
+    model = network.build(
         HYPERPARAMETERS,
         "seed_cnn",
         shape,

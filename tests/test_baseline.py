@@ -19,7 +19,7 @@ from deepfake_audio.stages.dataset import build
 SMALL = {
     "seed": 3,
     "data": {"demo": {"train_clips": 24, "validation_clips": 12, "test_clips": 16}},
-    "features": {"clip_seconds": 0.5, "workers": 2},
+    "features": {"kind": "logmel", "clip_seconds": 0.5, "workers": 2},
     "baseline": {"components": 4, "max_frames": 400},
 }
 
@@ -34,7 +34,7 @@ def spectrograms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_params_section_defaults_and_validation() -> None:
-    assert parse_params(None).baseline == BaselineParams(components=64, max_frames=100_000)
+    assert parse_params(None).baseline == BaselineParams(components=64, max_frames=40_000)
     assert parse_params(SMALL).baseline == BaselineParams(components=4, max_frames=400)
     for patch, message in [
         ({"components": 0}, "baseline.components: 0 is below the minimum 1"),
@@ -198,7 +198,11 @@ def test_images_are_skipped_without_mlflow(tmp_path: Path, monkeypatch: pytest.M
     # Nothing answers here: a skipped baseline must not need the server.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     params = parse_params(
-        {"data": {"source": "images", "path": str(tmp_path)}, "features": {"kind": "image"}}
+        {
+            "data": {"source": "images", "path": str(tmp_path)},
+            "features": {"kind": "image"},
+            "model": {"architecture": "compact_cnn"},
+        }
     )
     out = tmp_path / "baseline.json"
     report = baseline.run(params, tmp_path / "no-dataset", out)

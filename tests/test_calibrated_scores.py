@@ -259,7 +259,11 @@ TEST_PRIOR_SPOOF = 0.3
 
 
 def _features() -> dict:
-    raw = {"data": {"source": "images"}, "features": {"kind": "image", "image_size": [SIZE, SIZE]}}
+    raw = {
+        "data": {"source": "images"},
+        "features": {"kind": "image", "image_size": [SIZE, SIZE]},
+        "model": {"architecture": "compact_cnn"},
+    }
     return parse_params(raw).section("features")
 
 

@@ -18,7 +18,7 @@ from deepfake_audio.dataset.shards import SpectrogramDataset
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 
-SMALL_FEATURES = {"clip_seconds": 0.5, "n_mels": 16, "workers": 2}
+SMALL_FEATURES = {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 2}
 
 
 def _speech_like(seed: int, seconds: float = 0.8, sr: int = 16000) -> np.ndarray:

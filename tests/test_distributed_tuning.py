@@ -23,7 +23,8 @@ def _setup(tmp_path: Path, tune: dict, **features: object) -> tuple[Path, dict]:
     raw = {
         "seed": 3,
         "data": {"demo": {"train_clips": 24, "validation_clips": 12, "test_clips": 8}},
-        "features": {"clip_seconds": 0.5, "n_mels": 16, "workers": 2, **features},
+        "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 2, **features},
+        "model": {"architecture": "compact_cnn"},
         "tune": {"max_trials": 4, "epochs": 2, "batch_size": 8, **tune},
         "mlflow": {"experiment_name": f"distributed-{uuid.uuid4().hex[:8]}"},
     }

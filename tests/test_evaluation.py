@@ -190,10 +190,13 @@ def test_gate_never_compares_eers_of_different_test_data() -> None:
 
 def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     from conftest import PROJECT
-    from deepfake_audio import models
     from deepfake_audio.config.params import parse_params
+    from deepfake_audio.models import network
 
-    params = {"features": {"clip_seconds": 0.5, "n_mels": 16}}
+    params = {
+        "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16},
+        "model": {"architecture": "compact_cnn"},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p = parse_params(params)
     values = {
@@ -205,7 +208,7 @@ def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
         "learning_rate": 1e-3,
         "optimizer": "adam",
     }
-    model = models.build(
+    model = network.build(
         values, "compact_cnn", (16, p.features.n_frames, 1), np.zeros(16), np.ones(16)
     )
     model.save(tmp_path / "m.keras")

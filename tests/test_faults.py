@@ -36,7 +36,8 @@ def _setup(tmp_path: Path, tune: dict, **demo: int) -> tuple[Path, dict]:
     raw = {
         "seed": 3,
         "data": {"demo": {"train_clips": 24, "validation_clips": 12, "test_clips": 8, **demo}},
-        "features": {"clip_seconds": 0.5, "n_mels": 16, "workers": 2},
+        "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 2},
+        "model": {"architecture": "compact_cnn"},
         "tune": {"max_trials": 4, "epochs": 2, "batch_size": 8, **tune},
         "mlflow": {"experiment_name": f"faults-{uuid.uuid4().hex[:8]}"},
     }
@@ -317,7 +318,7 @@ def test_ctrl_c_during_dataset_leaves_no_partial_output_or_process(tmp_path: Pat
         # Far more clips than are written before the interrupt, so the pool is still busy
         # when Ctrl-C arrives however fast the machine (CI once finished 480 within a second).
         "data": {"demo": {"train_clips": 20000, "validation_clips": 40, "test_clips": 40}},
-        "features": {"clip_seconds": 0.5, "n_mels": 16, "workers": 2},
+        "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 2},
     }
     params_path = tmp_path / "params.yaml"
     _write_params(params_path, raw)

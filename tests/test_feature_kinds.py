@@ -57,6 +57,7 @@ def _images(tmp_path: Path, **features: object):
     raw = {
         "data": {"source": "images", "path": str(root), "shard_size": 4},
         "features": {"kind": "image", "workers": 2, **features},
+        "model": {"architecture": "compact_cnn"},
     }
     return parse_params(raw)
 
@@ -78,7 +79,7 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
     manifest = data.manifest("train")
     assert manifest["sha256"].str.len().eq(64).all()
 
-    from deepfake_audio import models
+    from deepfake_audio.models import network
 
     values = {
         "filters_1": 8,
@@ -89,7 +90,7 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
         "learning_rate": 1e-3,
         "optimizer": "adam",
     }
-    model = models.build(values, "compact_cnn", data.input_shape, data.mean, data.std, 3)
+    model = network.build(values, "compact_cnn", data.input_shape, data.mean, data.std, 3)
     history = model.fit(data.tf_dataset("train", batch_size=4), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     # The Normalization layer standardises each colour channel with the training statistics.
@@ -102,7 +103,7 @@ def test_image_size_param_and_source_kind_agreement(tmp_path: Path) -> None:
     dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
     assert SpectrogramDataset(tmp_path / "spec").input_shape == (64, 96, 3)
     with pytest.raises(ParamsError, match="features.kind: 'logmel' does not fit data.source"):
-        parse_params({"data": {"source": "images", "path": "x"}})
+        parse_params({"data": {"source": "images", "path": "x"}, "features": {"kind": "logmel"}})
     with pytest.raises(ParamsError, match="features.image_size: .* is not \\[height, width\\]"):
         _images(tmp_path / "again", image_size=[224])
 
@@ -120,6 +121,7 @@ def test_broken_images_are_skipped_and_listed(tmp_path: Path) -> None:
         {
             "data": {"source": "images", "path": str(root), "on_bad_file": "fail"},
             "features": {"kind": "image", "workers": 1},
+            "model": {"architecture": "compact_cnn"},
         }
     )
     with pytest.raises(UserError, match=r"broken.png: .*\(data.on_bad_file: fail\)$"):

@@ -87,6 +87,7 @@ def _images(kind: str, root: Path) -> tuple[Params, list[tuple[str, bytes]]]:
         {
             "data": {"source": "images", "path": str(pictures), "shard_size": 8},
             "features": {"kind": kind, "image_size": [32, 32], "workers": 1},
+            "model": {"architecture": "compact_cnn"},
         }
     )
     files = sorted((pictures / "test").rglob("*.png"))
@@ -161,8 +162,8 @@ def _reference(detector_class: type, model: Any, config: dict[str, Any]) -> Any:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
 def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
-    from deepfake_audio import models
     from deepfake_audio.dataset.shards import SpectrogramDataset
+    from deepfake_audio.models import network
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.serving.inference import ROWS_PER_THREAD
     from deepfake_audio.sources import list_clips
@@ -171,7 +172,7 @@ def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
     params, clips = BUILDERS.get(kind, _audio)(kind, tmp_path)
     dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
     data = SpectrogramDataset(tmp_path / "spec")
-    model = models.build(
+    model = network.build(
         HPARAMS,
         params.model.architecture,
         data.input_shape,
@@ -228,11 +229,11 @@ def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_network_chunks_pads_and_never_retraces() -> None:
     """Batches beyond BATCH_SIZE are chunked; GPU-style bucket padding changes no logit."""
-    from deepfake_audio import models
+    from deepfake_audio.models import network
     from deepfake_audio.serving.inference import BATCH_SIZE, Network, bucket
 
     shape = (16, 24, 1)
-    model = models.build(
+    model = network.build(
         HPARAMS, "compact_cnn", shape, np.zeros(16, np.float32), np.ones(16, np.float32)
     )
     x = np.random.default_rng(0).normal(size=(BATCH_SIZE + 7, *shape)).astype(np.float32)

@@ -52,7 +52,8 @@ def test_chief_and_worker_on_separate_hosts(tmp_path: Path, mlflow_server: str) 
     raw = {
         "seed": 11,
         "data": {"demo": {"train_clips": 12, "validation_clips": 6, "test_clips": 4}},
-        "features": {"clip_seconds": 0.5, "n_mels": 16, "workers": 1},
+        "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 1},
+        "model": {"architecture": "compact_cnn"},
         "tune": {"max_trials": 2, "epochs": 1, "batch_size": 6},
         "mlflow": {"experiment_name": f"multihost-{uuid.uuid4().hex[:8]}"},
     }

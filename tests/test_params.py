@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from conftest import PROJECT
+from deepfake_audio.config import architectures
 from deepfake_audio.config.params import (
+    FEATURE_KINDS,
     Choice,
     FloatRange,
     IntRange,
+    Params,
     ParamsError,
     load_params,
     parse_params,
@@ -69,10 +74,52 @@ def test_calibration_and_gate_defaults_are_asvspoof5s_operating_point() -> None:
     assert custom.section("calibration")["target_prior"] == 0.05
 
 
-def test_empty_file_gives_defaults() -> None:
-    params = parse_params(None)
-    assert params.tune.search_space["optimizer"] == Choice(("adam", "rmsprop"))
-    assert params.features.n_frames == 1 + 32000 // 160
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested plain data as `section.key` -> value, for a key-by-key comparison."""
+    if isinstance(data, dict) and data:
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def test_the_code_defaults_are_params_yaml_key_by_key() -> None:
+    """params.yaml is where a default lives: every dataclass default is its value there."""
+    shipped = _flat(dataclasses.asdict(load_params(PROJECT / "params.yaml")))
+    code = _flat(dataclasses.asdict(Params()))
+    # Params() has no search space: the architecture's own (below) is its default.
+    shipped = {k: v for k, v in shipped.items() if not k.startswith("tune.search_space")}
+    code = {k: v for k, v in code.items() if not k.startswith("tune.search_space")}
+    assert set(code) == set(shipped)
+    differ = {key: (code[key], shipped[key]) for key in code if code[key] != shipped[key]}
+    assert differ == {}, "dataclass default != params.yaml (code, params.yaml)"
+
+
+def test_an_empty_params_yaml_means_the_shipped_one() -> None:
+    """Every default parse_params falls back on is the dataclass's (no literal of its own)."""
+    shipped = _flat(dataclasses.asdict(load_params(PROJECT / "params.yaml")))
+    empty = _flat(dataclasses.asdict(parse_params(None)))
+    assert empty == shipped
+    assert parse_params(None).features.n_frames == 1 + 32000 // 160
+
+
+def test_each_architecture_default_search_space_is_params_yaml_s() -> None:
+    """SEARCH_SPACE in models/<name>.py (the default) and tune.search_space.<name> agree."""
+    blocks = project_params()["tune"]["search_space"]
+    catalogue = architectures.catalogue()
+    assert sorted(blocks) == sorted(catalogue), "one params.yaml block per architecture"
+    for name, architecture in catalogue.items():
+        assert architecture.search_space == blocks[name], name
+        assert set(architecture.inputs) <= set(FEATURE_KINDS), name
+    # And the default is what a params.yaml without blocks searches.
+    for name in catalogue:
+        kind = catalogue[name].inputs[0]
+        raw = {"model": {"architecture": name}, "features": {"kind": kind}}
+        if kind == "image":
+            raw["data"] = {"source": "images", "path": "x"}
+        with_block = {**raw, "tune": {"search_space": {name: blocks[name]}}}
+        assert parse_params(raw).tune.search_space == parse_params(with_block).tune.search_space
 
 
 @pytest.mark.parametrize(
@@ -216,7 +263,7 @@ def test_the_architecture_must_take_the_feature_kind() -> None:
             }
         )
     with pytest.raises(ParamsError, match="'aasist' does not take features.kind 'logmel'"):
-        parse_params({"model": {"architecture": "aasist"}})
+        parse_params({"features": {"kind": "logmel"}, "model": {"architecture": "aasist"}})
 
 
 def test_load_params_names_the_file(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) ->
     assert "Bayes threshold for a spoof prior of 0.05" in version.description
     import mlflow
 
-    import deepfake_audio.models  # noqa: F401 - registers tdnn's pooling layer, as serving does
+    import deepfake_audio.models.network  # noqa: F401 - registers tdnn's pooling layer, as serving does
 
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.keras.load_model(f"models:/{pipeline.model_name}@champion")

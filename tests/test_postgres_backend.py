@@ -134,8 +134,8 @@ def test_mlflow_on_postgresql_keeps_runs_models_and_aliases(
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    from deepfake_audio import models
     from deepfake_audio.config.params import parse_params
+    from deepfake_audio.models import network
     from deepfake_audio.ops import tracking
     from deepfake_audio.stages import register as registry
 
@@ -162,7 +162,7 @@ def test_mlflow_on_postgresql_keeps_runs_models_and_aliases(
             "learning_rate": 1e-3,
             "optimizer": "adam",
         }
-        model = models.build(
+        model = network.build(
             values, "compact_cnn", shape, np.zeros(16, np.float32), np.ones(16, np.float32)
         )
         with mlflow.start_run(run_name="pg-train") as run:

@@ -10,12 +10,13 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_audio.models.aasist import aasist, aasist_l, reference_model
+from deepfake_audio.models.aasist import aasist, reference_model
+from deepfake_audio.models.aasist_l import aasist_l
 from deepfake_audio.models.lcnn import MaxFeatureMap, lcnn
 
-# The modules themselves: models/__init__ imports the functions of the same names, which
-# shadow the submodules as attributes of the package.
+# The modules themselves (a function of the same name is imported above).
 aasist_module = importlib.import_module("deepfake_audio.models.aasist")
+aasist_l_module = importlib.import_module("deepfake_audio.models.aasist_l")
 lcnn_module = importlib.import_module("deepfake_audio.models.lcnn")
 
 HALF_SECOND = 8000
@@ -25,7 +26,7 @@ Body = Callable[[dict[str, Any], keras.KerasTensor], keras.KerasTensor]
 def build(
     body: Body, input_shape: tuple[int, ...], values: dict[str, Any], jit_compile: Any = "auto"
 ) -> keras.Model:
-    """What models.build() makes of a body: Normalization in front, a float32 logit after.
+    """What models.network.build() makes of a body: Normalization in front, a float32 logit after.
 
     `jit_compile="auto"` is build()'s default (XLA on TensorFlow, CPU included). Fast tests
     train without XLA, which also spares a compile; one slow test trains AASIST under XLA.
@@ -119,7 +120,7 @@ class RecordingDict(dict):
     ("body", "module", "shape"),
     [
         (aasist, aasist_module, (HALF_SECOND, 1)),
-        (aasist_l, aasist_module, (HALF_SECOND, 1)),
+        (aasist_l, aasist_l_module, (HALF_SECOND, 1)),
         (lcnn, lcnn_module, (60, 201, 1)),
     ],
 )

@@ -57,12 +57,12 @@ def test_mixed_precision_model_trains_under_mirrored_strategy() -> None:
         )
         info = configure(0, mixed_precision=True)
         import keras
-        from deepfake_audio import models
+        from deepfake_audio.models import network
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         values = {"filters_1": 8, "filters_2": 8, "kernel_size_1": 3, "kernel_size_2": 3,
                   "dense_units": 8, "learning_rate": 1e-3, "optimizer": "adam"}
         with strategy.scope():
-            model = models.build(values, "compact_cnn", (16, 51, 1),
+            model = network.build(values, "compact_cnn", (16, 51, 1),
                                  np.zeros(16, "float32"), np.ones(16, "float32"))
         rng = np.random.default_rng(0)
         x = rng.normal(size=(32, 16, 51, 1)).astype("float32")

@@ -1,7 +1,7 @@
 """The registered model as a service: pyfunc round trip, `mlflow models serve`, `predict`.
 
 Against the session's real MLflow server, no mocks. The network is built, not
-trained (`models.build`): what is under test is the serving path around it -
+trained (`models.network.build`): what is under test is the serving path around it -
 decoding, the training features, windows, calibration, threshold, errors, registry.
 The registered model carries a logistic calibration at ASVspoof 5's spoof prior (0.05),
 so every served `fake_probability` must be the calibrated one and `score` the raw mean
@@ -90,8 +90,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Served:
     import mlflow
 
-    from deepfake_audio import models
     from deepfake_audio.dsp import audio
+    from deepfake_audio.models import network
     from deepfake_audio.ops import tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages import dataset
@@ -100,7 +100,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     root = tmp_path_factory.mktemp("serving")
     tag = uuid.uuid4().hex[:8]
     raw = {
-        "features": {"clip_seconds": CLIP, "n_mels": 32},
+        "features": {"kind": "logmel", "clip_seconds": CLIP, "n_mels": 32},
+        "model": {"architecture": "compact_cnn"},
         "mlflow": {"experiment_name": f"serving-{tag}"},
         "registry": {"model_name": f"serving-model-{tag}"},
     }
@@ -124,7 +125,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     s.files["corrupt"] = audio_dir / "corrupt.wav"
     s.files["corrupt"].write_bytes(b"RIFF\x10\x00\x00\x00WAVEthis is not audio")
 
-    model = models.build(
+    model = network.build(
         HPARAMS,
         "compact_cnn",
         fp.input_shape,
@@ -507,19 +508,20 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
     import mlflow
     import pandas as pd
 
-    from deepfake_audio import models
     from deepfake_audio.dsp.images import write_demo_images
+    from deepfake_audio.models import network
     from deepfake_audio.ops import tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages import dataset
 
     raw = {"data": {"source": "images", "path": str(tmp_path)}}
     raw["features"] = {"kind": "image", "image_size": [32, 32]}
+    raw["model"] = {"architecture": "compact_cnn"}
     params = parse_params(raw)
     fp = params.features
     write_demo_images(tmp_path / "pics", {"test": 1}, size=(48, 40))
     pictures = sorted((tmp_path / "pics").rglob("*.png"))
-    model = models.build(
+    model = network.build(
         HPARAMS, "compact_cnn", fp.input_shape, np.full(3, 0.5), np.full(3, 0.25), norm_axis=3
     )
     model.save(tmp_path / "image.keras")

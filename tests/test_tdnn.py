@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from deepfake_audio import models
+from deepfake_audio.models import network
 from deepfake_audio.models.tdnn import StatisticsPooling
 
 
@@ -21,7 +21,7 @@ def _tdnn(rows: int, channels: int, dense: int) -> keras.Model:
         "optimizer": "adam",
     }
     mean, std = np.zeros(rows, np.float32), np.ones(rows, np.float32)
-    return models.build(values, "tdnn", (rows, 201, 1), mean, std)
+    return network.build(values, "tdnn", (rows, 201, 1), mean, std)
 
 
 def _expected(rows: int, c: int, dense: int) -> int:
@@ -52,5 +52,5 @@ def test_saved_model_loads_in_safe_mode_with_the_same_scores(tmp_path: Path) -> 
     x = np.random.default_rng(1).normal(size=(3, 60, 201, 1)).astype("float32")
     path = tmp_path / "tdnn.keras"
     model.save(path)
-    loaded = models.load(path)
+    loaded = network.load(path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 
 from conftest import voice
-from deepfake_audio import models
 from deepfake_audio.config.params import ParamsError, parse_params
 from deepfake_audio.dataset.shards import SpectrogramDataset, decode_waves, encode_waves
 from deepfake_audio.dataset.train_batches import (
@@ -28,6 +27,7 @@ from deepfake_audio.dataset.train_batches import (
     training_input,
 )
 from deepfake_audio.dsp.audio import fix_length
+from deepfake_audio.models import network
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 
@@ -42,7 +42,10 @@ HPARAMS = {
     "optimizer": "adam",
 }
 # Codec copies and waves on; the in-batch steps left to each test.
-AUGMENT = {"enabled": True, "codecs": ["mp3", "ogg"], "codec_copies": 2}
+# Every random step off but those a test switches on (params.yaml turns noise and SpecAugment
+# on with augmentation).
+QUIET = {"noise_p": 0.0, "rawboost_p": 0.0, "spec_time_masks": 0, "spec_freq_masks": 0}
+AUGMENT = {"enabled": True, **QUIET, "codecs": ["mp3", "ogg"], "codec_copies": 2}
 
 
 def _voice(seed: int, seconds: float) -> np.ndarray:
@@ -133,11 +136,11 @@ def _batches(ds) -> list[tuple[np.ndarray, np.ndarray]]:
         ),
         ({"train": {"class_weight": "inverse"}}, "train.class_weight: 'inverse' is not allowed"),
         (
-            {"features": {"kind": "waveform"}},
+            {"features": {"kind": "waveform"}, "model": {"architecture": "compact_cnn"}},
             "model.architecture: 'compact_cnn' does not take features.kind 'waveform'",
         ),
         (
-            {"model": {"architecture": "wave_cnn"}},
+            {"features": {"kind": "logmel"}, "model": {"architecture": "wave_cnn"}},
             "model.architecture: 'wave_cnn' does not take features.kind 'logmel'",
         ),
     ],
@@ -223,7 +226,9 @@ def test_waveform_shards_are_int16_and_read_back_as_the_wave(built: dict) -> Non
 def test_the_models_normalisation_layer_standardises_a_waveform(built: dict) -> None:
     """One mean and variance for all samples, on the channel axis of (n_samples, 1)."""
     data: SpectrogramDataset = built["waveform"]
-    model = models.build(HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis)
+    model = network.build(
+        HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis
+    )
     x = np.concatenate([x for x, _ in _batches(data.tf_dataset("train", 64))])
     normalised = np.asarray(model.get_layer("normalise")(x))
     assert normalised.shape == x.shape
@@ -268,7 +273,9 @@ def test_a_waveform_model_scores_through_the_served_detector(built: dict) -> Non
     from deepfake_audio.serving.pyfunc import Detector, make_config
 
     data: SpectrogramDataset = built["waveform"]
-    model = models.build(HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis)
+    model = network.build(
+        HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis
+    )
     detector = Detector(model, make_config(data.meta["features"], 0.0))
     files = sorted((built["corpus"] / "testing").rglob("*.wav"))
     scores = detector.score(pd.DataFrame({"path": [str(f) for f in files]}))
@@ -368,7 +375,7 @@ def _waveform_fp(**augment):
         {
             "features": {"kind": "waveform", "clip_seconds": 0.5, "max_seconds": 1.5},
             "model": {"architecture": "wave_cnn"},
-            "augment": {"enabled": True, "gain_db": [0, 0], **augment},
+            "augment": {"enabled": True, "gain_db": [0, 0], **QUIET, **augment},
         }
     )
     return params.features, params.augment
@@ -410,8 +417,8 @@ def test_spec_augment_masks_spectral_training_batches(built: dict) -> None:
     fp = built["augmented"].features
     params = parse_params(
         {
-            "features": {"clip_seconds": 0.5, "n_mels": 16},
-            "augment": {"enabled": True, "spec_freq_masks": 2, "spec_freq_width": 4},
+            "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16},
+            "augment": {"enabled": True, **QUIET, "spec_freq_masks": 2, "spec_freq_width": 4},
         }
     )
     wave = _voice(5, 0.5)

@@ -46,7 +46,7 @@ FORMATS = {  # name -> (soundfile format, subtype)
     "mp3": ("MP3", "MPEG_LAYER_III"),
 }
 SUFFIX = {"wav16": ".wav", "wavfloat": ".wav", "flac": ".flac", "ogg": ".ogg", "mp3": ".mp3"}
-SMALL_FEATURES = {"clip_seconds": 0.5, "n_mels": 16, "workers": 1}
+SMALL_FEATURES = {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 1}
 
 
 def _speechlike(seconds: float = 0.6, rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -207,7 +207,7 @@ def _write_params(folder: Path) -> Path:
 
 
 def _save_model(folder: Path) -> Path:
-    from deepfake_audio import models
+    from deepfake_audio.models import network
 
     fp = parse_params({"features": SMALL_FEATURES}).features
     values = {
@@ -220,7 +220,7 @@ def _save_model(folder: Path) -> Path:
         "optimizer": "adam",
     }
     n = fp.feature_shape[0]
-    model = models.build(
+    model = network.build(
         values, "compact_cnn", fp.input_shape, np.zeros(n, np.float32), np.ones(n, np.float32)
     )
     path = folder / "model.keras"

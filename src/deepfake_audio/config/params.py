@@ -5,6 +5,12 @@ so a typo in a key or an out-of-range value fails in milliseconds with one line
 that names the key, the value and what is allowed - not forty minutes into a
 search. The key names are an interface shared with `dvc.yaml`,
 `dvc exp run -S key=value` and the MLflow UI: keep them stable.
+
+Defaults: a key params.yaml leaves out takes its dataclass default below, and every such
+default is the project params.yaml's value (tests/test_params.py compares them key by key,
+so an empty params.yaml means the shipped one). An architecture's search space, when
+`tune.search_space` has none for it, is the `SEARCH_SPACE` of its file in `models/`
+(`config.architectures`), which the same test holds equal to params.yaml's block.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from deepfake_audio.config import architectures
 from deepfake_audio.core.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
@@ -25,8 +32,6 @@ ON_BAD_FILE = ("skip", "fail")
 FEATURE_KINDS = ("logmel", "lfcc", "image", "waveform")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
-# The field's reference countermeasures beside our CNN and the notebook's (models/<name>.py).
-ARCHITECTURES = ("compact_cnn", "seed_cnn", "tdnn", "lcnn", "aasist", "aasist_l", "wave_cnn")
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_eer", "val_accuracy")
 CALIBRATION_METHODS = ("logistic", "isotonic", "none")
@@ -40,81 +45,6 @@ CLASS_WEIGHTS = ("balanced", "none")
 AUGMENT_CODECS = ("mp3", "ogg")
 # RawBoost's algorithm numbers (dsp.rawboost.ALGORITHMS): 0 none ... 8 parallel 1,2.
 RAWBOOST_ALGOS = tuple(range(9))
-# Hyperparameters every architecture reads; the names are the notebook's, so the
-# MLflow compare view lines the seed's trials up with ours.
-HYPERPARAMETERS = (
-    "filters_1",
-    "filters_2",
-    "kernel_size_1",
-    "kernel_size_2",
-    "dense_units",
-    "learning_rate",
-    "optimizer",
-)
-
-
-# The seed notebook's ranges: the default when params.yaml gives none.
-NOTEBOOK_SEARCH_SPACE: dict[str, Any] = {
-    "filters_1": {"min": 32, "max": 128, "step": 32},
-    "filters_2": {"min": 64, "max": 256, "step": 64},
-    "kernel_size_1": [3, 5],
-    "kernel_size_2": [3, 5],
-    "dense_units": {"min": 64, "max": 256, "step": 64},
-    "learning_rate": {"min": 1e-5, "max": 1e-3, "sampling": "log"},
-    "optimizer": ["adam", "rmsprop"],
-}
-# The reference countermeasures read fewer knobs: their layer plans are the published ones.
-REFERENCE_HYPERPARAMETERS = ("learning_rate", "optimizer", "dropout")
-# The frame-level TDNN: its frame layers' width and its embedding's.
-TDNN_HYPERPARAMETERS = ("channels", "dense_units", "learning_rate", "optimizer")
-ARCHITECTURE_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
-    "compact_cnn": HYPERPARAMETERS,
-    "seed_cnn": HYPERPARAMETERS,
-    "tdnn": TDNN_HYPERPARAMETERS,
-    "lcnn": REFERENCE_HYPERPARAMETERS,
-    "aasist": REFERENCE_HYPERPARAMETERS,
-    "aasist_l": REFERENCE_HYPERPARAMETERS,
-    "wave_cnn": HYPERPARAMETERS,
-}
-# Each architecture's default search space (params.yaml states them all; these are what a
-# params.yaml without one gets). The reference ranges follow the published training set-ups.
-DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
-    "compact_cnn": NOTEBOOK_SEARCH_SPACE,
-    "seed_cnn": NOTEBOOK_SEARCH_SPACE,
-    "tdnn": {
-        "channels": {"min": 64, "max": 128, "step": 32},  # wider did not fit the demo budget
-        "dense_units": {"min": 64, "max": 256, "step": 64},
-        "learning_rate": {"min": 3e-4, "max": 3e-3, "sampling": "log"},
-        "optimizer": ["adam"],
-    },
-    "lcnn": {
-        "learning_rate": {"min": 1e-4, "max": 1e-3, "sampling": "log"},
-        "optimizer": ["adam", "rmsprop"],
-        "dropout": [0.5, 0.7],
-    },
-    "aasist": {
-        "learning_rate": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-        "optimizer": ["adam"],
-        "dropout": [0.3, 0.5],
-    },
-    "aasist_l": {
-        "learning_rate": {"min": 5e-5, "max": 1e-3, "sampling": "log"},
-        "optimizer": ["adam"],
-        "dropout": [0.3, 0.5],
-    },  # A small 1-D CNN on the waveform (tests, quick CPU runs); the notebook's knob names.
-    "wave_cnn": NOTEBOOK_SEARCH_SPACE,
-}
-# The feature kinds each architecture takes: 2-D convolutions need a time-frequency map
-# (or the notebook's pictures), AASIST its raw waveform.
-ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
-    "compact_cnn": ("logmel", "lfcc", "image"),
-    "seed_cnn": ("logmel", "lfcc", "image"),
-    "tdnn": ("logmel", "lfcc"),
-    "lcnn": ("logmel", "lfcc"),
-    "aasist": ("waveform",),
-    "aasist_l": ("waveform",),
-    "wave_cnn": ("waveform",),
-}
 
 
 class ParamsError(UserError):
@@ -123,7 +53,7 @@ class ParamsError(UserError):
 
 @dataclass(frozen=True)
 class DemoParams:
-    train_clips: int = 400
+    train_clips: int = 1200
     validation_clips: int = 160
     test_clips: int = 320
 
@@ -168,7 +98,7 @@ class LfccParams:
 
 @dataclass(frozen=True)
 class FeaturesParams:
-    kind: str = "logmel"
+    kind: str = "lfcc"
     sample_rate: int = 16000
     clip_seconds: float = 2.0
     # Training clips are stored up to this long when augmentation is on, so that a random
@@ -227,7 +157,7 @@ class FeaturesParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    architecture: str = "compact_cnn"
+    architecture: str = "tdnn"
 
 
 @dataclass(frozen=True)
@@ -271,9 +201,9 @@ class ReduceLRParams:
 class TuneParams:
     tuner: str = "random"
     objective: str = "val_eer"
-    max_trials: int = 4
+    max_trials: int = 3
     executions_per_trial: int = 1
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
     workers: int = 1
     search_space: dict[str, Hyperparameter] = field(default_factory=dict)
@@ -300,15 +230,15 @@ class AugmentParams:
     enabled: bool = False
     random_crop: bool = True  # a random clip_seconds window of the stored clip, every epoch
     gain_db: tuple[float, float] = (-6.0, 6.0)  # random gain after level matching
-    noise_p: float = 0.0  # share of training clips given additive white noise
+    noise_p: float = 0.5  # share of training clips given additive white noise
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     rawboost_p: float = 0.0  # share of training clips given RawBoost
     rawboost_algo: int = 5  # the reference numbering (dsp.rawboost.ALGORITHMS)
-    codecs: tuple[str, ...] = ()  # mp3 | ogg: round trips made by the dataset stage
-    codec_copies: int = 0  # extra copies of each training clip, one codec each
-    spec_time_masks: int = 0  # SpecAugment (spectral kinds only)
+    codecs: tuple[str, ...] = ("mp3", "ogg")  # mp3 | ogg: round trips made by the dataset stage
+    codec_copies: int = 1  # extra copies of each training clip, one codec each
+    spec_time_masks: int = 2  # SpecAugment (spectral kinds only)
     spec_time_width: int = 20  # frames
-    spec_freq_masks: int = 0
+    spec_freq_masks: int = 2
     spec_freq_width: int = 8  # mel bins / coefficients
 
     def applies_to(self, kind: str) -> bool:
@@ -352,7 +282,7 @@ class BaselineParams:
     """The LFCC-GMM baseline stage (ASVspoof 2019 used 512 components)."""
 
     components: int = 64  # Gaussians per class model (bona fide, spoof), diagonal covariances
-    max_frames: int = 100_000  # training frames per class, subsampled with `seed`
+    max_frames: int = 40_000  # training frames per class, subsampled with `seed`
 
 
 @dataclass(frozen=True)
@@ -499,7 +429,7 @@ def _hyperparameter(raw: Any, key: str) -> Hyperparameter:
 
 
 def _one_search_space(raw: Any, key: str, architecture: str) -> dict[str, Hyperparameter]:
-    names = ARCHITECTURE_HYPERPARAMETERS[architecture]
+    names = architectures.catalogue()[architecture].hyperparameters
     raw = _check_keys(raw, key, names)
     missing = [name for name in names if name not in raw]
     if missing:
@@ -541,13 +471,15 @@ def _search_space(raw: Any, architecture: str) -> dict[str, Hyperparameter]:
         raw = {}
     if not isinstance(raw, dict):
         raise _fail(key, f"expected a mapping, got {type(raw).__name__}")
-    if raw and not set(raw) & set(ARCHITECTURES):
+    catalogue = architectures.catalogue()
+    if raw and not set(raw) & set(catalogue):
         return _one_search_space(raw, key, architecture)
-    raw = _check_keys(raw, key, ARCHITECTURES)
+    raw = _check_keys(raw, key, tuple(catalogue))
     spaces = {name: _one_search_space(space, f"{key}.{name}", name) for name, space in raw.items()}
     if architecture in spaces:
         return spaces[architecture]
-    return _one_search_space(DEFAULT_SEARCH_SPACES[architecture], key, architecture)
+    # The architecture's own default (SEARCH_SPACE in models/<name>.py).
+    return _one_search_space(catalogue[architecture].search_space, key, architecture)
 
 
 def _split(raw: Any) -> SplitParams:
@@ -703,13 +635,14 @@ def parse_params(raw: Any) -> Params:
             for name in _names(DemoParams)
         }
     )
+    dd = DataParams()
     data = DataParams(
-        source=_choice(d, "data", "source", "demo", SOURCES),
-        path=_str(d, "data", "path", "data/raw", optional=True),
-        on_bad_file=_choice(d, "data", "on_bad_file", "skip", ON_BAD_FILE),
+        source=_choice(d, "data", "source", dd.source, SOURCES),
+        path=_str(d, "data", "path", dd.path, optional=True),
+        on_bad_file=_choice(d, "data", "on_bad_file", dd.on_bad_file, ON_BAD_FILE),
         demo=demo,
         protocols=_protocols(d.get("protocols")),
-        shard_size=_int(d, "data", "shard_size", 512, lo=1),
+        shard_size=_int(d, "data", "shard_size", dd.shard_size, lo=1),
         split=_split(d.get("split")),
         group_pattern=_pattern(d, "data", "group_pattern"),
         validation_codec=_optional_choice(d, "data", "validation_codec", AUGMENT_CODECS),
@@ -730,7 +663,7 @@ def parse_params(raw: Any) -> Params:
         hop_length=_int(f, "features", "hop_length", fd.hop_length, lo=1),
         n_mels=_int(f, "features", "n_mels", fd.n_mels, lo=8),
         fmin=_float(f, "features", "fmin", fd.fmin, lo=0.0),
-        fmax=_float(f, "features", "fmax", None, lo=1.0, hi=sample_rate / 2, optional=True),
+        fmax=_float(f, "features", "fmax", fd.fmax, lo=1.0, hi=sample_rate / 2, optional=True),
         crop=_choice(f, "features", "crop", fd.crop, CROP_POLICIES),
         pad=_choice(f, "features", "pad", fd.pad, PAD_POLICIES),
         workers=_int(f, "features", "workers", fd.workers, lo=0),
@@ -760,18 +693,23 @@ def parse_params(raw: Any) -> Params:
         raise _fail("features.clip_seconds", "gives fewer than 8 frames; use a longer clip")
 
     m = _check_keys(raw.get("model"), "model", _names(ModelParams))
+    catalogue = architectures.catalogue()
     model = ModelParams(
-        architecture=_choice(m, "model", "architecture", "compact_cnn", ARCHITECTURES)
+        architecture=_choice(
+            m, "model", "architecture", ModelParams().architecture, tuple(catalogue)
+        )
     )
-    if features.kind not in ARCHITECTURE_INPUTS[model.architecture]:
+    inputs = catalogue[model.architecture].inputs
+    if features.kind not in inputs:
         raise _fail(
             "model.architecture",
             f"{model.architecture!r} does not take features.kind {features.kind!r} "
-            f"(it takes {', '.join(ARCHITECTURE_INPUTS[model.architecture])})",
+            f"(it takes {', '.join(inputs)})",
         )
 
     t = _check_keys(raw.get("tune"), "tune", _names(TuneParams))
     td = TuneParams()
+    esd, rld = td.early_stopping, td.reduce_lr
     es = _check_keys(t.get("early_stopping"), "tune.early_stopping", _names(EarlyStoppingParams))
     rl = _check_keys(t.get("reduce_lr"), "tune.reduce_lr", _names(ReduceLRParams))
     objective = _choice(t, "tune", "objective", td.objective, OBJECTIVES)
@@ -788,34 +726,42 @@ def parse_params(raw: Any) -> Params:
         search_space=_search_space(t.get("search_space"), model.architecture),
         early_stopping=EarlyStoppingParams(
             monitor=_choice(es, "tune.early_stopping", "monitor", objective, MONITORS),
-            patience=_int(es, "tune.early_stopping", "patience", 5, lo=0),
-            restore_best_weights=_bool(es, "tune.early_stopping", "restore_best_weights", True),
+            patience=_int(es, "tune.early_stopping", "patience", esd.patience, lo=0),
+            restore_best_weights=_bool(
+                es, "tune.early_stopping", "restore_best_weights", esd.restore_best_weights
+            ),
         ),
         reduce_lr=ReduceLRParams(
             monitor=_choice(rl, "tune.reduce_lr", "monitor", objective, MONITORS),
-            factor=_float(rl, "tune.reduce_lr", "factor", 0.2, lo=1e-6, hi=0.999999),
-            patience=_int(rl, "tune.reduce_lr", "patience", 3, lo=0),
-            min_delta=_float(rl, "tune.reduce_lr", "min_delta", 0.005, lo=0.0),
+            factor=_float(rl, "tune.reduce_lr", "factor", rld.factor, lo=1e-6, hi=0.999999),
+            patience=_int(rl, "tune.reduce_lr", "patience", rld.patience, lo=0),
+            min_delta=_float(rl, "tune.reduce_lr", "min_delta", rld.min_delta, lo=0.0),
         ),
     )
 
     tr = _check_keys(raw.get("train"), "train", _names(TrainParams))
+    trd = TrainParams()
     train = TrainParams(
-        epochs=_int(tr, "train", "epochs", TrainParams().epochs, lo=1),
-        class_weight=_choice(tr, "train", "class_weight", "balanced", CLASS_WEIGHTS),
+        epochs=_int(tr, "train", "epochs", trd.epochs, lo=1),
+        class_weight=_choice(tr, "train", "class_weight", trd.class_weight, CLASS_WEIGHTS),
     )
     augment = _augment(raw.get("augment"))
 
     ml = _check_keys(raw.get("mlflow"), "mlflow", _names(MlflowParams))
-    mlflow = MlflowParams(experiment_name=_str(ml, "mlflow", "experiment_name", "deepfake-audio"))
+    mlflow = MlflowParams(
+        experiment_name=_str(ml, "mlflow", "experiment_name", MlflowParams().experiment_name)
+    )
 
     rg = _check_keys(raw.get("registry"), "registry", _names(RegistryParams))
+    rgd = RegistryParams()
     registry = RegistryParams(
-        model_name=_str(rg, "registry", "model_name", "deepfake-audio-cnn"),
+        model_name=_str(rg, "registry", "model_name", rgd.model_name),
         promote_min_improvement=_float(
-            rg, "registry", "promote_min_improvement", 0.005, lo=0.0, hi=1.0
+            rg, "registry", "promote_min_improvement", rgd.promote_min_improvement, lo=0.0, hi=1.0
         ),
-        promote_metric=_choice(rg, "registry", "promote_metric", "test_eer", PROMOTE_METRICS),
+        promote_metric=_choice(
+            rg, "registry", "promote_metric", rgd.promote_metric, PROMOTE_METRICS
+        ),
     )
 
     bl = _check_keys(raw.get("baseline"), "baseline", _names(BaselineParams))
@@ -833,7 +779,7 @@ def parse_params(raw: Any) -> Params:
         )
 
     return Params(
-        seed=_int(raw, "", "seed", 42, lo=0),
+        seed=_int(raw, "", "seed", Params().seed, lo=0),
         calibration=_calibration(raw.get("calibration")),
         data=data,
         features=features,

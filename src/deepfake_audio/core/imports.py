@@ -4,6 +4,10 @@ Two things depend on knowing exactly which of our modules a piece of code can re
 `log_model` ships with a model only what serving imports, and dvc.yaml must list every
 module a stage imports as a dependency (a test walks each stage with this). Imports inside
 functions count too: they run as soon as the function does.
+
+A module that imports modules by name at run time (`importlib`) says so with a module-level
+string `LOADS_PACKAGE = "deepfake_audio.<package>"`: it counts as importing every module of
+that package (`models.network` imports each architecture file so).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = "deepfake_audio"
+LOADS_PACKAGE = "LOADS_PACKAGE"
 
 
 def package_root() -> Path:
@@ -63,7 +68,27 @@ def direct_imports(module: str, root: Path | None = None) -> set[str]:
         for name in names:
             if name.split(".")[0] == PACKAGE and module_file(name, root) is not None:
                 found.add(name)
+    found |= _loaded_by_name(tree, root) - {module}
     return found
+
+
+def _loaded_by_name(tree: ast.Module, root: Path | None) -> set[str]:
+    """The modules of the package named by a top-level `LOADS_PACKAGE = "..."`, if any."""
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == LOADS_PACKAGE for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            package = node.value.value
+            folder = module_file(package, root)
+            if folder is None or folder.name != "__init__.py":
+                return set()
+            return {f"{package}.{path.stem}" for path in folder.parent.glob("*.py")} - {
+                f"{package}.__init__"
+            }
+    return set()
 
 
 def closure(modules: list[str], root: Path | None = None) -> set[str]:

@@ -1,4 +1,4 @@
-"""AASIST and AASIST-L (`model.architecture: aasist | aasist_l`) on the raw waveform.
+"""AASIST (`model.architecture: aasist`) on the raw waveform, and the layers AASIST-L shares.
 
 AASIST (Jung et al., "AASIST: Audio anti-spoofing using integrated spectro-temporal graph
 attention networks", ICASSP 2022), written for Keras 3 after the authors' `clovaai/aasist`
@@ -18,7 +18,7 @@ attention networks", ICASSP 2022), written for Keras 3 after the authors' `clova
    5 x gat_dims[1] features, then dropout.
 
 The reference ends in a 2-unit linear layer for cross-entropy; in the pipeline that is
-`models.build()`'s one-unit float32 `bonafide_logit` on binary cross-entropy.
+`models.network.build()`'s one-unit float32 `bonafide_logit` on binary cross-entropy.
 
 Layout: the pipeline's waveform is (samples, 1); the encoder works on (time, band, channels),
 so the reference's (band, time) kernels are transposed: 2x3 -> 3x2, 1x3 -> 3x1, pool 1x3 ->
@@ -63,6 +63,8 @@ from typing import Any
 import keras
 import numpy as np
 
+# The feature kind it takes: the raw waveform (AASIST learns its own front end).
+INPUTS = ("waveform",)
 SEARCH_SPACE: dict[str, Any] = {
     # The reference trains with Adam at 1e-4 (cosine-annealed to 5e-6).
     "learning_rate": {"min": 5.0e-5, "max": 1.0e-3, "sampling": "log"},
@@ -463,7 +465,7 @@ def min_samples(config: AasistConfig) -> int:
     return taps - 1 + 3 ** (1 + len(config.blocks))
 
 
-def _body(
+def body(
     config: AasistConfig, inputs: keras.KerasTensor, dropout: float, inert_bn: bool = False
 ) -> keras.KerasTensor:
     """(batch, samples, 1) waveform -> the 5 x gat_dims[1] readout, after dropout."""
@@ -508,23 +510,18 @@ def _body(
 
 def aasist(values: dict[str, Any], inputs: keras.KerasTensor) -> keras.KerasTensor:
     """AASIST (the published 297k-parameter configuration) on a (samples, 1) waveform."""
-    return _body(CONFIGS["AASIST"], inputs, values["dropout"])
-
-
-def aasist_l(values: dict[str, Any], inputs: keras.KerasTensor) -> keras.KerasTensor:
-    """AASIST-L, the published 85k-parameter light configuration, on a (samples, 1) waveform."""
-    return _body(CONFIGS["AASIST-L"], inputs, values["dropout"])
+    return body(CONFIGS["AASIST"], inputs, values["dropout"])
 
 
 def reference_model(config: str, n_samples: int = 64600) -> keras.Model:
     """The published configuration with the reference's 2-unit output layer and bn1 slots.
 
     For checking parameter counts against the paper and for porting released checkpoints;
-    the pipeline builds `aasist`/`aasist_l` through `models.build()` instead.
+    the pipeline builds `aasist`/`aasist_l` through `models.network.build()` instead.
     """
     if config not in CONFIGS:
         raise ValueError(f"unknown AASIST config {config!r}; choose from {sorted(CONFIGS)}")
     inputs = keras.Input(shape=(n_samples, 1), name="waveform")
-    x = _body(CONFIGS[config], inputs, dropout=0.5, inert_bn=True)
+    x = body(CONFIGS[config], inputs, dropout=0.5, inert_bn=True)
     outputs = keras.layers.Dense(2, name="out_layer")(x)
     return keras.Model(inputs, outputs, name=config.replace("-", "_").lower())

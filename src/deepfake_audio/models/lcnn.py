@@ -5,7 +5,7 @@ of Lavrentyeva et al. 2019): nine convolutions, each followed by a Max-Feature-M
 the larger of two halves of the channels, four 2x2 max pools, batch norms without scale or
 offset, dropout, then two bidirectional LSTMs over time whose output is added to their input
 and averaged over time. The baseline ends in a 1-unit linear layer and a sigmoid; here that is
-`models.build()`'s float32 `bonafide_logit`, trained on logits.
+`models.network.build()`'s float32 `bonafide_logit`, trained on logits.
 
 Where this differs from the baseline, and why:
 
@@ -26,6 +26,8 @@ from typing import Any
 
 import keras
 
+# The feature kinds it takes: frames of coefficients (mel bins or cepstra).
+INPUTS = ("logmel", "lfcc")
 SEARCH_SPACE: dict[str, Any] = {
     # The baseline trains with Adam at 3e-4.
     "learning_rate": {"min": 1.0e-4, "max": 1.0e-3, "sampling": "log"},

@@ -21,6 +21,16 @@ from typing import Any
 
 import keras
 
+# The feature kinds it takes: frames of coefficients (mel bins or cepstra).
+INPUTS = ("logmel", "lfcc")
+SEARCH_SPACE: dict[str, Any] = {
+    # The frame layers' width (the last is twice as wide); wider did not fit the demo budget.
+    "channels": {"min": 64, "max": 128, "step": 32},
+    "dense_units": {"min": 64, "max": 256, "step": 64},  # the embedding's width
+    "learning_rate": {"min": 3.0e-4, "max": 3.0e-3, "sampling": "log"},
+    "optimizer": ["adam"],
+}
+
 # Keras' default batch-norm momentum (0.99) stalls on small corpora; 0.9 does not.
 BN_MOMENTUM = 0.9
 # (kernel, dilation) of the frame layers: context 5, then +4, then +6 frames = 15 frames.

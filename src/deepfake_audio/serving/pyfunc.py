@@ -368,14 +368,15 @@ class Detector:
 def load_keras(path: str | os.PathLike) -> Any:
     """The Keras model file for inference: safe mode (no arbitrary code), no optimizer.
 
-    Safe mode rebuilds only layers Keras knows by name: the reference architectures'
-    own layers (Max-Feature-Map, AASIST's sinc front end and graph attention) are
-    registered when `deepfake_audio.models` is imported, so it is imported first - and,
-    being imported by serving, it ships with every logged model.
+    Safe mode rebuilds only layers Keras knows by name: the architectures' own layers
+    (Max-Feature-Map, the TDNN's pooling, AASIST's sinc front end and graph attention) are
+    registered when `deepfake_audio.models.network` imports every architecture, so it is
+    imported first - and, being imported by serving, every architecture file ships with
+    every logged model.
     """
     import keras
 
-    import deepfake_audio.models  # noqa: F401 - registers the custom layers by name
+    import deepfake_audio.models.network  # noqa: F401 - registers the custom layers by name
 
     return keras.saving.load_model(os.fspath(path), compile=False, safe_mode=True)
 

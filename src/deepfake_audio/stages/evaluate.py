@@ -339,8 +339,8 @@ def run(
 
     import mlflow
 
-    from deepfake_audio import models
     from deepfake_audio.dataset.shards import SpectrogramDataset
+    from deepfake_audio.models import network
     from deepfake_audio.ops import runtime, tracking
 
     run_info = read_json(run_info_path, "the training run")
@@ -351,7 +351,7 @@ def run(
     tracking.connect(params.mlflow.experiment_name)
     runtime.configure(params.seed)
     data = SpectrogramDataset(dataset_dir)
-    model = models.load(model_path)
+    model = network.load(model_path)
     batch = params.tune.batch_size
     val_scores = scores_for(model, data, "validation", batch)
     test_scores = scores_for(model, data, "test", batch)

@@ -60,9 +60,9 @@ def run(
 ) -> dict[str, Any]:
     import mlflow
 
-    from deepfake_audio import models
     from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.dataset.train_batches import training_input
+    from deepfake_audio.models import network
     from deepfake_audio.ops import runtime, tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages.callbacks import MlflowEpochLogger, standard_callbacks
@@ -74,7 +74,7 @@ def run(
     digest = tracking.directory_digest(dataset_dir)
     values = best["values"]
     with runtime.strategy().scope():  # MirroredStrategy over several GPUs, else a no-op
-        model = models.build(
+        model = network.build(
             values, params.model.architecture, data.input_shape, data.mean, data.std, data.norm_axis
         )
 

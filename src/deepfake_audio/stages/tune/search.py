@@ -192,8 +192,8 @@ class Search:
     """What every role of a search shares: the data, its digest, the project, the tuner."""
 
     def __init__(self, params: Params, dataset_dir: Path, tuner_dir: Path) -> None:
-        from deepfake_audio import models
         from deepfake_audio.dataset.shards import SpectrogramDataset
+        from deepfake_audio.models import network
         from deepfake_audio.ops import runtime, tracking
 
         tracking.connect(params.mlflow.experiment_name)
@@ -205,7 +205,7 @@ class Search:
         self.project_dir = Path(tuner_dir) / self.project
         check_tuner_state(self.project_dir)
         self.tags = tracking.run_tags(self.digest, stage="tune")
-        self.build_fn = models.hypermodel(
+        self.build_fn = network.hypermodel(
             params, self.data.input_shape, self.data.mean, self.data.std, self.data.norm_axis
         )
 

@@ -1,4 +1,5 @@
-"""`features.kind` lfcc and image through the dataset stage, tf.data and a model."""
+"""`features.kind`: each kind object describes its features; lfcc and image through the dataset
+stage, tf.data and a model; one decoder of stored features sections for training and serving."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_audio.config.params import ParamsError, parse_params
+from deepfake_audio.config import params as config
+from deepfake_audio.config.kinds import KINDS, LFCC, by_name
+from deepfake_audio.config.params import FEATURE_KINDS, ParamsError, parse_params
 from deepfake_audio.core.errors import UserError
-from deepfake_audio.dataset.shards import SpectrogramDataset
+from deepfake_audio.dataset.shards import SpectrogramDataset, stored_features
+from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.dsp.images import write_demo_images
 from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
@@ -128,3 +132,60 @@ def test_broken_images_are_skipped_and_listed(tmp_path: Path) -> None:
         dataset.build(fail, list_clips(fail), tmp_path / "spec2", tmp_path / "reports2")
     assert not (tmp_path / "spec2").exists(), "no half-written dataset"
     assert not (tmp_path / "spec2.tmp").exists(), "no temporary folder left behind"
+
+
+# --- the kind objects ------------------------------------------------------------------------
+
+
+def _features_of(name: str):
+    raw: dict = {"features": {"kind": name, "clip_seconds": 0.5, "image_size": [16, 24]}}
+    if not KINDS[name].audio:
+        raw["data"] = {"source": "images", "path": "x"}
+    raw["model"] = {"architecture": "wave_cnn" if name == "waveform" else "compact_cnn"}
+    return parse_params(raw).features
+
+
+@pytest.mark.parametrize("name", FEATURE_KINDS)
+def test_each_kind_describes_the_features_it_makes(name: str) -> None:
+    """Shape, storage and normalisation axis as the kind states them are what the code does."""
+    fp = _features_of(name)
+    kind = fp.feature_kind
+    assert kind is KINDS[name] is by_name(name) and kind.name == name
+    if kind.audio:
+        rng = np.random.default_rng(0)
+        feats = clip_features(0.1 * rng.standard_normal(fp.n_samples).astype(np.float32), fp)
+        assert feats.shape == fp.feature_shape
+        assert stored_features(feats, fp).dtype == np.dtype(kind.shard_dtype)
+    else:
+        assert fp.feature_shape == (16, 24, 3)
+    # The normalisation axis of the model input (batch first) holds one statistic per row,
+    # per colour channel, or the one channel of a waveform.
+    statistics = (None, *fp.input_shape)[kind.norm_axis]
+    expected = fp.feature_shape[0] if kind.spectral else fp.input_shape[-1]
+    assert statistics == expected
+    assert kind.spectral == (kind.audio and len(fp.feature_shape) == 2)
+
+
+def test_an_unknown_kind_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown feature kind 'cqcc'"):
+        by_name("cqcc")
+
+
+def test_training_and_serving_decode_stored_features_with_one_function() -> None:
+    """A stored features section (stats.json, a served model's config) from older or newer
+    code: unknown keys are ignored, missing ones take their defaults."""
+    from deepfake_audio.serving import pyfunc
+
+    assert pyfunc.features_from_dict is config.features_from_dict
+    stored = {
+        "kind": "lfcc",
+        "n_mels": 32,
+        "from_a_newer_writer": 1,
+        "lfcc": {"n_coeffs": 12, "x": 0},
+    }
+    fp = config.features_from_dict(stored)
+    assert fp.feature_kind is LFCC and fp.n_mels == 32 and fp.lfcc.n_coeffs == 12
+    assert fp.lfcc.n_filters == config.LfccParams().n_filters  # missing: the default
+    assert fp.feature_shape == (36, fp.n_frames)
+    images = config.features_from_dict({"kind": "image", "image_size": [8, 10]})
+    assert images.image_size == (8, 10) and images.input_shape == (8, 10, 3)

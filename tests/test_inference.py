@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from deepfake_audio.config.kinds import KINDS
 from deepfake_audio.config.params import FEATURE_KINDS, Params, parse_params
 
 HPARAMS = {
@@ -191,7 +192,7 @@ def test_fast_path_matches_keras_predict(kind: str, tmp_path: Path) -> None:
     values = [base64.b64encode(raw).decode() for _, raw in clips]
     # Bad rows among good ones, and enough rows that the fast path decodes on threads.
     mixed = values[:3] + [v for v, _ in bad] + values[3:]
-    column = serving.input_columns(kind)[0]
+    column = serving.input_columns(KINDS[kind])[0]
     frame = pd.DataFrame({column: mixed}, index=pd.RangeIndex(100, 100 + len(mixed)))
     assert len(frame) >= 2 * ROWS_PER_THREAD
 

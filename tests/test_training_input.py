@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from conftest import voice
+from deepfake_audio.config.kinds import LOGMEL
 from deepfake_audio.config.params import ParamsError, parse_params
 from deepfake_audio.dataset.shards import SpectrogramDataset, decode_waves, encode_waves
 from deepfake_audio.dataset.train_batches import (
@@ -558,7 +559,7 @@ def test_a_resumed_search_logs_what_it_logged_before() -> None:
     off = parse_params({"augment": {"enabled": False, "rawboost_p": 0.0}})
     off_other = parse_params({"augment": {"enabled": False, "rawboost_p": 0.5}})
     assert project_name(off, "d") == project_name(off_other, "d")
-    assert log_params(off.augment, "logmel", None) == log_params(off_other.augment, "logmel", None)
+    assert log_params(off.augment, LOGMEL, None) == log_params(off_other.augment, LOGMEL, None)
     on = parse_params({"augment": {"enabled": True, "rawboost_p": 0.0}})
     on_other = parse_params({"augment": {"enabled": True, "rawboost_p": 0.5}})
     assert project_name(on, "d") != project_name(on_other, "d")  # a different search

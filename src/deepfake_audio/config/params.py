@@ -24,12 +24,13 @@ from typing import Any
 
 import yaml
 
-from deepfake_audio.config import architectures
+from deepfake_audio.config import architectures, kinds
+from deepfake_audio.config.kinds import FeatureKind
 from deepfake_audio.core.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
-FEATURE_KINDS = ("logmel", "lfcc", "image", "waveform")
+FEATURE_KINDS = tuple(kinds.KINDS)  # logmel, lfcc, image, waveform (config/kinds.py)
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -129,30 +130,24 @@ class FeaturesParams:
         return max(self.n_samples, int(round(self.sample_rate * self.max_seconds)))
 
     @property
+    def feature_kind(self) -> FeatureKind:
+        """What `kind` names: its shape, storage and normalisation (config/kinds.py)."""
+        return kinds.by_name(self.kind)
+
+    @property
     def n_frames(self) -> int:
-        hop = self.lfcc.hop_length if self.kind == "lfcc" else self.hop_length
-        return 1 + self.n_samples // hop
+        return 1 + self.n_samples // self.feature_kind.hop(self)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
         """Shape of one clip's features as stored in the shards."""
-        if self.kind == "image":
-            return (*self.image_size, 3)
-        if self.kind == "waveform":
-            return (self.n_samples,)
-        rows = 3 * self.lfcc.n_coeffs if self.kind == "lfcc" else self.n_mels
-        return (rows, self.n_frames)
+        return self.feature_kind.feature_shape(self)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The model's input: features with a channel axis ((n_samples, 1) for waveforms)."""
         shape = self.feature_shape
         return shape if len(shape) == 3 else (*shape, 1)
-
-    @property
-    def spectral(self) -> bool:
-        """Features with (rows, frames): what SpecAugment masks."""
-        return self.kind in ("logmel", "lfcc")
 
 
 @dataclass(frozen=True)
@@ -241,9 +236,9 @@ class AugmentParams:
     spec_freq_masks: int = 2
     spec_freq_width: int = 8  # mel bins / coefficients
 
-    def applies_to(self, kind: str) -> bool:
+    def applies_to(self, kind: FeatureKind) -> bool:
         """Whether augmentation is on for a feature kind (pictures have no audio to augment)."""
-        return self.enabled and kind != "image"
+        return self.enabled and kind.audio
 
     def flat(self) -> dict[str, Any]:
         """`augment.<key>` -> value, the names logged to MLflow."""
@@ -393,6 +388,12 @@ def _bool(raw: dict, key: str, name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise _fail(f"{key}.{name}", f"{value!r} is not true or false")
     return value
+
+
+def _either(names: Any) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    names = list(names)
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -670,13 +671,16 @@ def parse_params(raw: Any) -> Params:
         lfcc=_lfcc(f.get("lfcc"), n_fft=_int(f, "features", "n_fft", fd.n_fft, lo=16)),
         image_size=_image_size(f.get("image_size", list(fd.image_size))),
     )
-    if (data.source == "images") != (features.kind == "image"):
+    audio = features.feature_kind.audio
+    if (data.source == "images") == audio:
+        pictures = _either(k.name for k in kinds.KINDS.values() if not k.audio)
+        sounds = _either(k.name for k in kinds.KINDS.values() if k.audio)
         raise _fail(
             "features.kind",
             f"{features.kind!r} does not fit data.source {data.source!r} "
-            "(images need features.kind: image, audio needs logmel, lfcc or waveform)",
+            f"(images need features.kind: {pictures}, audio needs {sounds})",
         )
-    if data.validation_codec is not None and features.kind == "image":
+    if data.validation_codec is not None and not audio:
         raise _fail("data.validation_codec", "needs audio (features.kind: image has no audio)")
     if features.max_seconds < features.clip_seconds:
         raise _fail(

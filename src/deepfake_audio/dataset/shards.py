@@ -112,8 +112,11 @@ def moments(feats: np.ndarray) -> Moments:
 
 
 def stored_features(feats: np.ndarray, fp: FeaturesParams) -> np.ndarray:
-    """Features as the shards hold them: int16 waveforms, float16 everything else."""
-    return encode_waves(feats) if fp.kind == "waveform" else feats.astype(np.float16)
+    """Features as the shards hold them: the kind's shard dtype (int16 waveforms, at
+    `WAVE_FULL_SCALE`; float16 everything else)."""
+    if fp.feature_kind.shard_dtype == "int16":
+        return encode_waves(feats)
+    return feats.astype(fp.feature_kind.shard_dtype)
 
 
 class Shards:
@@ -208,21 +211,22 @@ def write_stats(
     `features` is the features section as plain data (stored as given, and read back with
     `config.params.features_from_dict`), `statistics` the training split's mean and std.
     """
-    waveform = fp.kind == "waveform"
+    kind = fp.feature_kind
+    int16 = kind.shard_dtype == "int16"
     meta = {
         "format_version": FORMAT_VERSION,
         "source": source,
         "features": features,
         "feature_shape": list(fp.feature_shape),
         "input_shape": list(fp.input_shape),
-        "shard_dtype": "int16" if waveform else "float16",
-        "shard_scale": 1.0 / WAVE_FULL_SCALE if waveform else 1.0,
+        "shard_dtype": kind.shard_dtype,
+        "shard_scale": 1.0 / WAVE_FULL_SCALE if int16 else 1.0,
         "counts": counts,
         "codec_copies": codec_copies,
         # data.validation_codec: every validation clip went once through this codec (or null).
         "validation_codec": validation_codec,
         # The model-input axis of the statistics: colour channel, wave channel or spectral row.
-        "normalisation": {**statistics, "axis": 3 if fp.kind == "image" else 2 if waveform else 1},
+        "normalisation": {**statistics, "axis": kind.norm_axis},
         # What the dataset stage did for training-time augmentation (tune and train do the rest).
         "augment": {
             "enabled": keeps_waves,
@@ -426,7 +430,7 @@ class SpectrogramDataset:
         uses). Only the training split comes through here: validation and test batches
         are `tf_dataset`'s, never augmented.
         """
-        if augment is None or not augment.applies_to(self.features.kind):
+        if augment is None or not augment.applies_to(self.features.feature_kind):
             return self.tf_dataset("train", batch_size, shuffle=True, seed=seed)
         import tensorflow as tf
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_audio.config.kinds import FeatureKind
 from deepfake_audio.config.params import AugmentParams, FeaturesParams, Params
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.dsp.audio import fix_length
@@ -110,7 +111,7 @@ def augment_batch(
     np.clip(batch, -1.0, 1.0, out=batch)
     feats = np.stack([clip_features(w, fp) for w in batch])
     masks = augment.spec_time_masks or augment.spec_freq_masks
-    if fp.spectral and masks:
+    if fp.feature_kind.spectral and masks:
         feats = spec_augment(
             feats,
             rng,
@@ -224,14 +225,14 @@ class TrainingBatches:
         return x, self.targets[index]
 
 
-def effective_augment(augment: AugmentParams, kind: str) -> AugmentParams:
+def effective_augment(augment: AugmentParams, kind: FeatureKind) -> AugmentParams:
     """``augment`` as it applies to a feature kind: off for pictures (no audio)."""
     if augment.enabled and not augment.applies_to(kind):
         return replace(augment, enabled=False)
     return augment
 
 
-def log_params(augment: AugmentParams, kind: str, weights: dict[int, float] | None) -> dict:
+def log_params(augment: AugmentParams, kind: FeatureKind, weights: dict[int, float] | None) -> dict:
     """Flat, MLflow-ready names of what the training batches did: ``augment.*`` and the class
     weights (``class_weight.bonafide``, ``class_weight.spoof``; 1.0 when unweighted).
 
@@ -265,7 +266,7 @@ def training_input(data: Any, params: Params) -> TrainingInput:
 
     Validation and test never come through here: they are `data.tf_dataset(split)`.
     """
-    kind = data.features.kind
+    kind = data.features.feature_kind
     augment = effective_augment(params.augment, kind)
     weights = class_weights(source_targets(data), params.train.class_weight)
     dataset = data.training_dataset(params.tune.batch_size, params.seed, augment)

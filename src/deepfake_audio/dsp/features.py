@@ -75,6 +75,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from deepfake_audio.config.kinds import LFCC, LOGMEL, WAVEFORM
 from deepfake_audio.config.params import FeaturesParams
 
 __all__ = [
@@ -423,12 +424,13 @@ def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
     through here anyway keeps one code path for every kind in the dataset stage, `predict`,
     the training batches and the served model.
     """
-    if fp.kind == "waveform":
+    kind = fp.feature_kind
+    if kind is WAVEFORM:
         wave = np.asarray(wave, dtype=np.float32)
         if wave.ndim != 1:
             raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")
         return np.array(wave, dtype=np.float32, copy=True)
-    if fp.kind == "lfcc":
+    if kind is LFCC:
         return lfcc(
             wave,
             sample_rate=fp.sample_rate,
@@ -440,6 +442,8 @@ def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
             fmin=fp.fmin,
             fmax=fp.fmax,
         )
+    if kind is not LOGMEL:
+        raise ValueError(f"features.kind {kind.name!r} is not computed from audio")
     return log_mel_spectrogram(
         wave,
         sample_rate=fp.sample_rate,

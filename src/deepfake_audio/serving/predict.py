@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from deepfake_audio.config.params import Params
+from deepfake_audio.config.kinds import FeatureKind
+from deepfake_audio.config.params import Params, features_from_dict
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.dsp.audio import AUDIO_SUFFIXES
 
@@ -123,7 +124,7 @@ def _check_server(uri: str) -> None:
     )
 
 
-def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str]:
+def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureKind, str]:
     """A scorer for DataFrames of paths, the model's feature kind, and the URI used.
 
     `params` is needed only for the project's default model and for a bare .keras file;
@@ -164,7 +165,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, str, str
             config = getattr(model.unwrap_python_model(), "config", None)
             if config is None:
                 raise UserError(f"--model {uri}: not a deepfake-audio detector")
-            return model.predict, str(config["features"]["kind"]), uri
+            return model.predict, features_from_dict(config["features"]).feature_kind, uri
         if params is None:
             raise UserError(
                 f"--model {uri}: a Keras-only version (registered before the pyfunc) needs "
@@ -240,7 +241,7 @@ def run(
     started = time.perf_counter()
     scorer, kind, uri = load_model(params, model_uri)
     loaded = time.perf_counter()
-    if kind == "image":
+    if not kind.audio:
         from deepfake_audio.dsp.images import IMAGE_SUFFIXES
 
         files = expand(inputs, IMAGE_SUFFIXES)

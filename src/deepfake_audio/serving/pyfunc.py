@@ -65,7 +65,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from deepfake_audio.config.params import FeaturesParams, LfccParams
+from deepfake_audio.config.kinds import FeatureKind
+from deepfake_audio.config.params import features_from_dict
 from deepfake_audio.scoring.calibration import Calibration
 from deepfake_audio.serving.inference import (
     ROWS_PER_THREAD,
@@ -103,18 +104,6 @@ SERVING_PACKAGES = (
 
 
 # --- config --------------------------------------------------------------------
-
-
-def features_from_dict(raw: dict[str, Any]) -> FeaturesParams:
-    """The `FeaturesParams` a model was trained with, from its stored features section."""
-    known = {f.name for f in dataclasses.fields(FeaturesParams)}
-    values = {k: v for k, v in raw.items() if k in known}
-    if isinstance(values.get("lfcc"), dict):
-        lfcc_known = {f.name for f in dataclasses.fields(LfccParams)}
-        values["lfcc"] = LfccParams(**{k: v for k, v in values["lfcc"].items() if k in lfcc_known})
-    if "image_size" in values:
-        values["image_size"] = tuple(values["image_size"])
-    return FeaturesParams(**values)
 
 
 def make_config(
@@ -190,11 +179,11 @@ class OutputRule:
         return "real" if score > self.threshold else "fake"
 
 
-def input_columns(kind: str) -> tuple[str, str]:
-    return IMAGE_COLUMNS if kind == "image" else AUDIO_COLUMNS
+def input_columns(kind: FeatureKind) -> tuple[str, str]:
+    return AUDIO_COLUMNS if kind.audio else IMAGE_COLUMNS
 
 
-def signature(kind: str) -> Any:
+def signature(kind: FeatureKind) -> Any:
     """Either input column (both optional strings: send exactly one) and the outputs."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -248,7 +237,7 @@ class Detector:
         self.threshold = float(config["threshold"])
         self.rule = OutputRule.from_config(config)
         self.hop = max(1, int(round(self.features.n_samples * config.get("window_hop", 0.5))))
-        self.columns = input_columns(self.features.kind)
+        self.columns = input_columns(self.features.feature_kind)
         expected = tuple(config.get("input_shape", self.features.input_shape))
         got = tuple(model.input_shape[1:])
         if got != expected:
@@ -260,15 +249,15 @@ class Detector:
         self.network = Network(model)
 
     @property
-    def kind(self) -> str:
-        return self.features.kind
+    def kind(self) -> FeatureKind:
+        return self.features.feature_kind
 
     def column(self, frame: pd.DataFrame) -> str:
         present = [c for c in self.columns if c in frame.columns]
         if len(present) != 1:
             got = "both" if present else "neither"
             raise ValueError(
-                f"this {self.kind} model takes a DataFrame with exactly one of the columns "
+                f"this {self.kind.name} model takes a DataFrame with exactly one of the columns "
                 f"{' or '.join(self.columns)}; the input has {got}"
             )
         return present[0]
@@ -284,7 +273,7 @@ class Detector:
         source: Any = _decode_base64(value) if column.endswith("_base64") else os.fsdecode(value)
         fp = self.features
         try:
-            if fp.kind == "image":
+            if not fp.feature_kind.audio:
                 from deepfake_audio.dsp.images import load_image
 
                 image, _ = load_image(source, fp.image_size)
@@ -430,13 +419,13 @@ def requirements() -> list[str]:
     return pins
 
 
-def example_input(kind: str) -> pd.DataFrame:
+def example_input(kind: FeatureKind) -> pd.DataFrame:
     """A small, valid request: half a second of a buzzy tone at 8 kHz, or a noise PNG."""
     import io
 
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
-    if kind == "image":
+    if not kind.audio:
         from PIL import Image
 
         pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
@@ -516,7 +505,7 @@ def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str =
     itself is "models from code" - a three-line file that instantiates
     `DetectorModel` - so nothing is unpickled when it loads.
     """
-    kind = features_from_dict(config["features"]).kind
+    kind = features_from_dict(config["features"]).feature_kind
     with tempfile.TemporaryDirectory(prefix="deepfake-audio-model-") as tmp:
         staging = Path(tmp)
         shutil.copyfile(keras_path, staging / KERAS_FILE)

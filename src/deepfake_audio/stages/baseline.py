@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_audio.config.kinds import LFCC
 from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.io import write_json
@@ -76,7 +77,7 @@ def lfcc_params(params: Params) -> Params:
     """
     return dataclasses.replace(
         params,
-        features=dataclasses.replace(params.features, kind="lfcc"),
+        features=dataclasses.replace(params.features, kind=LFCC.name),
         augment=dataclasses.replace(params.augment, enabled=False),
     )
 
@@ -101,7 +102,7 @@ def reuses_cnn_features(params: Params) -> bool:
     the same `dataset.build` on the same clips gives the same shards, so building them again
     would only cost time (28 s of the demo's 5-minute budget).
     """
-    return params.features.kind == "lfcc" and not params.augment.enabled
+    return params.features.feature_kind is LFCC and not params.augment.enabled
 
 
 def check_same_clips(lfcc: Any, spectrograms: Any) -> None:

@@ -73,7 +73,7 @@ class _Job:
     @property
     def keeps_waves(self) -> bool:
         """Whether training waves are stored (augmentation on, an audio kind)."""
-        return self.augment.applies_to(self.features.kind)
+        return self.augment.applies_to(self.features.feature_kind)
 
     @property
     def copies(self) -> int:
@@ -104,7 +104,7 @@ def file_features(
     except OSError as exc:
         raise BadFile(f"{path}: cannot read ({exc.strerror})") from None
     sha = hashlib.sha256(raw).hexdigest()
-    if fp.kind == "image":
+    if not fp.feature_kind.audio:
         from deepfake_audio.dsp.images import ImageError, load_image
 
         try:
@@ -331,7 +331,7 @@ def extraction_pool(
     # importing it again on its first clip (a fixed cost that dominated small datasets).
     from deepfake_audio.dsp import features  # noqa: F401
 
-    if fp.kind == "image":
+    if not fp.feature_kind.audio:
         from deepfake_audio.dsp import images  # noqa: F401
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
@@ -433,7 +433,7 @@ def _write_splits(
     bad files, seconds, codec copies written)."""
     fp = params.features
     root = params.data.path or "."
-    keeps_waves = params.augment.applies_to(fp.kind)
+    keeps_waves = params.augment.applies_to(fp.feature_kind)
     bad: list[dict[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
     stats: dict[str, Any] = {}
@@ -555,7 +555,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         validation_codec=params.data.validation_codec,
         statistics=stats,
         augment=params.augment,
-        keeps_waves=params.augment.applies_to(fp.kind),
+        keeps_waves=params.augment.applies_to(fp.feature_kind),
     )
     # Renames only, so an interruption leaves either the old dataset or the new one whole
     # (at worst beside `<out>.old`), never a half-deleted folder.
@@ -583,7 +583,7 @@ def _write_reports(
     write_dict_rows(reports / "bad_files.csv", ("path", "split", "reason"), bad)
     kept = sum(sum(c.values()) for c in counts.values())
     summary: dict[str, Any] = {"clips": kept, "rejected": len(bad)}
-    if fp.kind != "image":
+    if fp.feature_kind.audio:
         summary["duration_s"] = round(seconds, 1)
         summary["duration_s_in_features"] = round(kept * fp.clip_seconds, 1)
     summary["per_split"] = counts

@@ -44,7 +44,7 @@ def project_name(params: Params, dataset_digest: str) -> str:
     }
     # What the training batches are made of changes every trial's result. Added only when in
     # use, so searches begun before these keys existed keep their names (and resume).
-    if params.augment.applies_to(params.features.kind):
+    if params.augment.applies_to(params.features.feature_kind):
         key["augment"] = params.section("augment")
     if params.train.class_weight != "none":
         key["class_weight"] = params.train.class_weight
@@ -214,7 +214,7 @@ class Search:
         from deepfake_audio.dataset.train_batches import class_weights, log_params, source_targets
 
         weights = class_weights(source_targets(self.data), self.params.train.class_weight)
-        return log_params(self.params.augment, self.data.features.kind, weights)
+        return log_params(self.params.augment, self.data.features.feature_kind, weights)
 
     def tuner(self, parent_run_id: str = "") -> Any:
         from keras_tuner.src.distribute import utils as dist_utils

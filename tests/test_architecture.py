@@ -147,6 +147,9 @@ def test_the_served_model_ships_only_what_serving_imports() -> None:
     shipped = {str(p) for p in pyfunc.served_files()}
     assert "deepfake_audio/serving/pyfunc.py" in shipped
     assert "deepfake_audio/dsp/features.py" in shipped
+    # Every architecture, imported by name by models.network, for its layers (safe mode).
+    assert "deepfake_audio/models/tdnn.py" in shipped
+    assert "deepfake_audio/models/aasist_l.py" in shipped
     assert not [p for p in shipped if p.startswith(("deepfake_audio/stages", "deepfake_audio/ops"))]
 
 

@@ -17,7 +17,7 @@ export MLFLOW_PORT
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade plots-template
+.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade plots-template dvc-deps
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -85,6 +85,10 @@ quality: $(BIN)/.installed ## seeds 0,1,2 of the pipeline via dvc queue -> repor
 # dvc-render loads from a CDN). Rebuilds it and LICENSES.txt from npm; needs npm and network.
 plots-template: ## rebuild .dvc/plots/offline.html (dvc plots show offline) from pinned npm packages
 	$(PYTHON) scripts/plots_template.py
+
+# Each stage's src/ deps in dvc.yaml = the modules it imports (tests/test_architecture.py checks).
+dvc-deps: $(BIN)/.installed ## rewrite the code deps of every dvc.yaml stage from its imports
+	$(BIN)/python scripts/dvc_deps.py
 
 clean-venv: ## delete .venv (the next target that needs it rebuilds it from the lock)
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -153,61 +154,63 @@ def test_the_served_model_ships_only_what_serving_imports() -> None:
     assert not [p for p in shipped if p.startswith(("deepfake_audio/stages", "deepfake_audio/ops"))]
 
 
-# --- dvc.yaml deps cover what each stage imports -------------------------------------------
-
-STAGE_MODULES = {
-    "dataset": "deepfake_audio.stages.dataset",
-    "baseline": "deepfake_audio.stages.baseline",
-    "tune": "deepfake_audio.stages.tune",
-    "train": "deepfake_audio.stages.train",
-    "evaluate": "deepfake_audio.stages.evaluate",
-    "register": "deepfake_audio.stages.register",
-}
+# --- dvc.yaml's code deps are what each stage imports --------------------------------------
 
 
-def trivial(path: Path) -> bool:
-    """A file with nothing to run: a docstring and constant assignments at most."""
-    body = ast.parse(path.read_text()).body
-    for node in body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            continue
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            continue
-        return False
-    return True
-
-
-def uncovered(stage_module: str, deps: list[str]) -> list[str]:
-    files = imports.files_of(imports.closure([stage_module]))
-    missing = []
-    for relative in files:
-        path = Path("src") / relative
-        if trivial(PROJECT / path):
-            continue
-        if not any(path == Path(d) or Path(d) in path.parents for d in deps):
-            missing.append(str(path))
-    return missing
+def _dvc_deps():
+    """scripts/dvc_deps.py (`make dvc-deps`), which writes the code deps, as a module."""
+    spec = importlib.util.spec_from_file_location("dvc_deps", PROJECT / "scripts" / "dvc_deps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_every_stage_is_walked() -> None:
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == set(STAGE_MODULES)
+    assert set(stages) == set(_dvc_deps().STAGE_MODULES)
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
-def test_dvc_deps_cover_every_module_the_stage_imports(stage: str) -> None:
-    spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"][stage]
-    deps = [str(d) for d in spec["deps"]]
-    assert uncovered(STAGE_MODULES[stage], deps) == []
+def test_dvc_code_deps_are_exactly_the_modules_each_stage_imports() -> None:
+    stale = _dvc_deps().stale((PROJECT / "dvc.yaml").read_text())
+    assert stale == {}, f"dvc.yaml's code deps differ from the imports (run make dvc-deps): {stale}"
 
 
-def test_the_deps_check_fails_when_a_folder_is_missing() -> None:
-    missing = uncovered("deepfake_audio.stages.train", ["src/deepfake_audio/stages/train.py"])
-    assert "src/deepfake_audio/config/params.py" in missing
-    assert "src/deepfake_audio/models/network.py" in missing
-    assert "src/deepfake_audio/models/tdnn.py" in missing  # imported by name, still seen
+def test_the_metrics_are_no_dependency_of_dataset_tune_or_train() -> None:
+    """Why the deps are per module: the evaluation metrics rerun what reports them only."""
+    dvc_deps = _dvc_deps()
+    metrics = "src/deepfake_audio/scoring/metrics.py"
+    users = {stage for stage in dvc_deps.STAGE_MODULES if metrics in dvc_deps.stage_code(stage)}
+    assert users == {"baseline", "evaluate"}
+    # What training selects on (the EER) is a dependency of tune and train, on its own.
+    assert "src/deepfake_audio/scoring/eer.py" in dvc_deps.stage_code("tune")
+
+
+def test_the_deps_writer_replaces_code_deps_and_keeps_the_rest() -> None:
+    dvc_deps = _dvc_deps()
+    text = (
+        "stages:\n"
+        "  train:\n"
+        "    cmd: deepfake-audio train\n"
+        "    deps:\n"
+        "      - data/spectrograms   # the dataset\n"
+        "      - src/deepfake_audio/core\n"
+        "      - src/deepfake_audio/stages/train.py\n"
+        "    params:\n"
+        "      - seed\n"
+    )
+    assert dvc_deps.declared_code(text)["train"] == [
+        "src/deepfake_audio/core",
+        "src/deepfake_audio/stages/train.py",
+    ]
+    wanted = dvc_deps.stage_code("train")
+    assert "src/deepfake_audio/config/params.py" in wanted
+    assert "src/deepfake_audio/models/tdnn.py" in wanted  # imported by name, still seen
+    assert "src/deepfake_audio/models/__init__.py" not in wanted  # a docstring: nothing to run
+    out = dvc_deps.rewrite(text, {"train": wanted})
+    assert dvc_deps.declared_code(out)["train"] == wanted
+    assert "      - data/spectrograms   # the dataset\n" in out
+    assert out.endswith("    params:\n      - seed\n")
+    assert set(dvc_deps.stale(text)) >= {"train"}
 
 
 # --- docs/architecture.md's tree is the package's ---------------------------------------------
@@ -253,7 +256,7 @@ def package_files() -> tuple[set[str], set[str]]:
         relative = path.relative_to(ROOT).as_posix()
         files.add(relative)
         files |= {p.as_posix() for p in Path(relative).parents if str(p) != "."}
-        if path.name == "__init__.py" and trivial(path):
+        if path.name == "__init__.py" and not _dvc_deps().has_code(path):
             skippable.add(relative)
     skippable.add("__init__.py")  # the package's version
     return files, skippable

@@ -195,6 +195,21 @@ def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:
     assert "up to date" in out
 
 
+def test_editing_the_metrics_reruns_only_what_reports_them(pipeline: Pipeline) -> None:
+    """dvc.yaml's code deps are module by module: the evaluation metrics are no dependency of
+    the dataset, the search or the final fit, so editing them does not rebuild those."""
+    metrics = pipeline.root / "src/deepfake_audio/scoring/metrics.py"
+    original = metrics.read_text()
+    try:
+        metrics.write_text(original + "\n# an edit\n")
+        changed = json.loads(pipeline.run("dvc", "status", "--json"))
+        assert {"baseline", "evaluate"} <= set(changed), changed
+        assert not {"dataset", "tune", "train"} & set(changed), changed
+    finally:
+        metrics.write_text(original)
+    assert json.loads(pipeline.run("dvc", "status", "--json")) == {}
+
+
 def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server: str) -> None:
     out = pipeline.run("dvc", "exp", "run", "-S", "tune.max_trials=3")
     assert "Running stage 'dataset'" not in out

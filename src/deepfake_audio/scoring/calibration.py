@@ -28,7 +28,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepfake_audio.scoring.metrics import ASVSPOOF5_CM_DCF, _bayes_llr_threshold, compute_eer
+from deepfake_audio.scoring.costs import ASVSPOOF5_CM_DCF, _bayes_llr_threshold
+from deepfake_audio.scoring.eer import compute_eer
 
 __all__ = [
     "Calibration",

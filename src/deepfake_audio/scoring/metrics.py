@@ -19,11 +19,24 @@ scikit-learn.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from deepfake_audio.scoring.costs import (
+    ASVSPOOF5_CM_DCF,
+    DcfParameters,
+    _bayes_llr_threshold,
+)
+from deepfake_audio.scoring.eer import (
+    _as_scores,
+    _checked_det,
+    _leading_threshold,
+    compute_eer,
+    det_curve,
+    threshold_at_eer,
+)
 
 __all__ = [
     "ASVSPOOF5_CM_DCF",
@@ -40,121 +53,6 @@ __all__ = [
     "roc_curve_points",
     "threshold_at_eer",
 ]
-
-# Fewer distinct values than this means the "scores" are hard decisions (or nearly so):
-# an EER read off two or three operating points says little and usually hides a bug
-# (e.g. feeding predicted labels instead of probabilities).
-_MIN_DISTINCT_SCORES = 3
-
-
-def _as_scores(values: ArrayLike, name: str) -> np.ndarray:
-    """Return ``values`` as a flat float64 array, rejecting empty or non-finite input.
-
-    Why strict: a NaN sorts to the end and silently shifts every error rate, and an empty
-    class makes the rates 0/0; both must fail loudly rather than produce a plausible EER.
-    """
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: need at least one score per class")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite score(s)")
-    return arr
-
-
-def _require_continuous(bonafide: np.ndarray, spoof: np.ndarray) -> None:
-    """Reject inputs that look like hard decisions rather than scores."""
-    n_distinct = np.unique(np.concatenate((bonafide, spoof))).size
-    if n_distinct < _MIN_DISTINCT_SCORES:
-        raise ValueError(
-            f"only {n_distinct} distinct score value(s) across both classes; EER and minDCF "
-            f"need continuous scores (at least {_MIN_DISTINCT_SCORES} distinct values), "
-            "not hard 0/1 decisions"
-        )
-
-
-def _leading_threshold(lowest: float) -> float:
-    """A threshold strictly below ``lowest``: every trial is accepted there.
-
-    The official tool subtracts 0.001; a fixed offset vanishes in float64 for very large
-    scores, so the offset grows with the magnitude of the score.
-    """
-    return float(lowest - 1e-3 * max(1.0, abs(lowest)))
-
-
-def det_curve(
-    bonafide_scores: ArrayLike, spoof_scores: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detection-error-tradeoff points, following the official ASVspoof evaluation rule.
-
-    All scores are pooled and sorted with a *stable* sort (bona fide scores first in the pool,
-    so on a tie the bona fide trial comes first; the result is deterministic). There is one
-    DET point per sorted score, whose threshold is that score, plus a leading point (miss rate
-    0, false-alarm rate 1) with a threshold a bit below the lowest score.
-
-    At the point after the first ``k`` sorted trials:
-
-    * ``frr`` (miss rate) = bona fide trials among the first ``k`` / number of bona fide, i.e.
-      the fraction of bona fide with ``score <= threshold``;
-    * ``far`` (false-alarm rate) = spoof trials after the first ``k`` / number of spoofs, i.e.
-      the fraction of spoofs with ``score > threshold``.
-
-    Both are cumulative sums over the sorted labels. When scores tie across classes, the points
-    inside the tied run split the tie in the stable-sort order, exactly as the official code
-    does; the point at the end of the run is the exact ``<=`` / ``>`` rate.
-
-    Returns:
-        ``(frr, far, thresholds)``, each of length ``n_bonafide + n_spoof + 1``; ``frr`` is
-        non-decreasing and ``far`` non-increasing.
-    """
-    bona = _as_scores(bonafide_scores, "bonafide_scores")
-    spoof = _as_scores(spoof_scores, "spoof_scores")
-    pooled = np.concatenate((bona, spoof))
-    is_bona = np.concatenate((np.ones(bona.size), np.zeros(spoof.size)))
-    order = np.argsort(pooled, kind="mergesort")
-    sorted_scores = pooled[order]
-    sorted_is_bona = is_bona[order]
-
-    bona_at_or_below = np.cumsum(sorted_is_bona)
-    spoof_at_or_below = np.arange(1, pooled.size + 1) - bona_at_or_below
-    frr = np.concatenate(([0.0], bona_at_or_below / bona.size))
-    far = np.concatenate(([1.0], (spoof.size - spoof_at_or_below) / spoof.size))
-    thresholds = np.concatenate(([_leading_threshold(sorted_scores[0])], sorted_scores))
-    return frr, far, thresholds
-
-
-def compute_eer(bonafide_scores: ArrayLike, spoof_scores: ArrayLike) -> tuple[float, float]:
-    """Equal error rate and its threshold, ASVspoof style (no interpolation).
-
-    The EER is the mean of ``frr`` and ``far`` at the first DET point where ``|frr - far|`` is
-    smallest. Not interpolating keeps the number identical to the official tool's, which is
-    what published results are compared against.
-
-    Raises:
-        ValueError: on an empty class, NaN/inf scores, or fewer than three distinct scores
-            overall (hard decisions are not scores).
-
-    Returns:
-        ``(eer, threshold)``; accept as bona fide when ``score > threshold``.
-    """
-    frr, far, thresholds = _checked_det(bonafide_scores, spoof_scores)
-    index = int(np.argmin(np.abs(frr - far)))
-    return float((frr[index] + far[index]) / 2.0), float(thresholds[index])
-
-
-def threshold_at_eer(bonafide_scores: ArrayLike, spoof_scores: ArrayLike) -> float:
-    """The EER operating threshold (``compute_eer``'s), for turning scores into decisions."""
-    return compute_eer(bonafide_scores, spoof_scores)[1]
-
-
-def _checked_det(
-    bonafide_scores: ArrayLike, spoof_scores: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`det_curve` plus the "these are real scores" check shared by EER and minDCF."""
-    bona = _as_scores(bonafide_scores, "bonafide_scores")
-    spoof = _as_scores(spoof_scores, "spoof_scores")
-    _require_continuous(bona, spoof)
-    return det_curve(bona, spoof)
 
 
 def min_dcf(
@@ -298,50 +196,6 @@ def binary_report(y_true: ArrayLike, scores: ArrayLike, threshold: float) -> dic
 # *values*: they read a score as a log-likelihood ratio, natural log,
 # ``llr = ln p(score | bona fide) - ln p(score | spoof)``, so higher is still "more bona fide"
 # and the same "accept when > threshold" rule applies.
-
-
-@dataclass(frozen=True)
-class DcfParameters:
-    """Prior and costs of a (countermeasure-only) detection cost function.
-
-    Attributes:
-        p_spoof: prior probability that a trial is a spoof.
-        c_miss: cost of rejecting a bona fide trial.
-        c_fa: cost of accepting a spoof (false alarm).
-    """
-
-    p_spoof: float
-    c_miss: float
-    c_fa: float
-
-
-# ASVspoof 5 track 1 (countermeasure) DCF, as the official evaluation package fixes it in
-# `calculate_minDCF_EER_CLLR` (evaluation-package/calculate_metrics.py): Pspoof = 0.05,
-# Cmiss = 1, Cfa = 10. Both minDCF and actDCF there are divided by
-# min(Cmiss * (1 - Pspoof), Cfa * Pspoof) = min(0.95, 0.5) = 0.5. `min_dcf`'s defaults are the
-# same numbers, so min_dcf(b, s) and act_dcf(b, s) are directly comparable.
-ASVSPOOF5_CM_DCF = DcfParameters(p_spoof=0.05, c_miss=1.0, c_fa=10.0)
-
-
-def _check_dcf_parameters(p_spoof: float, c_miss: float, c_fa: float) -> None:
-    """Same checks as `min_dcf`: a prior of 0 or 1 or a non-positive cost has no DCF."""
-    if not 0.0 < p_spoof < 1.0:
-        raise ValueError(f"p_spoof must be strictly between 0 and 1, got {p_spoof}")
-    if c_miss <= 0.0 or c_fa <= 0.0:
-        raise ValueError(f"costs must be positive, got c_miss={c_miss}, c_fa={c_fa}")
-
-
-def _bayes_llr_threshold(p_spoof: float, c_miss: float, c_fa: float) -> float:
-    """The LLR above which accepting a trial as bona fide has the lower expected cost.
-
-    Accepting costs ``c_fa * P(spoof | x)``, rejecting ``c_miss * P(bona | x)``; with
-    ``P(bona | x) / P(spoof | x) = exp(llr) * (1 - p_spoof) / p_spoof`` accepting is cheaper
-    exactly when ``llr > ln(c_fa * p_spoof / (c_miss * (1 - p_spoof)))``. This is the
-    official ``-ln(beta)``, ``beta = Cmiss (1 - Pspoof) / (Cfa Pspoof)``; with ASVspoof 5's
-    numbers ``ln(0.5 / 0.95) = -0.6419``. `calibration.bayes_threshold` is this function.
-    """
-    _check_dcf_parameters(p_spoof, c_miss, c_fa)
-    return math.log(c_fa * p_spoof) - math.log(c_miss * (1.0 - p_spoof))
 
 
 def act_dcf(

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from deepfake_audio.scoring.metrics import compute_eer
+from deepfake_audio.scoring.eer import compute_eer
 
 
 def validation_eer(scores: np.ndarray, targets: np.ndarray) -> float:

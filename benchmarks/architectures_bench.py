@@ -36,6 +36,10 @@ PLAN = (
     ("aasist_l", "waveform"),
     ("aasist", "waveform"),
 )
+# --quick (the tests check the harness, not the figures): two cheap architectures, one on
+# spectral features and one on the waveform. That every architecture builds and trains on its
+# own input is the end-to-end test's job (tests/test_architectures_end_to_end.py).
+QUICK_PLAN = (("tdnn", "lfcc"), ("wave_cnn", "waveform"))
 # The CNNs: the smallest widths of the notebook's ranges (as the `train` section); the
 # reference models search only these three, at their papers' learning rates.
 TDNN_VALUES = {"channels": 128, "dense_units": 128}
@@ -100,7 +104,7 @@ def run(ws: Workspace) -> list[Figure]:
     epochs = QUICK_EPOCHS if ws.quick else EPOCHS
     backend = keras.backend.backend()
     figures = []
-    for arch, kind in PLAN:
+    for arch, kind in QUICK_PLAN if ws.quick else PLAN:
         over = {"features": {"kind": kind}, "model": {"architecture": arch}}
         shape = ws.params(over).features.input_shape
         log(f"architectures: {arch} on {kind} {list(shape)}, {epochs} epochs of {samples}")

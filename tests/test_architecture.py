@@ -32,10 +32,12 @@ ROOMS = {
     "dsp": {"core", "config", "dsp"},
     "scoring": {"core", "scoring"},
     "dataset": {"core", "config", "dsp", "dataset"},
-    "models": {"core", "config", "models"},
+    # Pretrained front ends (Whisper's encoder): their weights reader and frozen layers.
+    "frontends": {"core", "config", "frontends"},
+    "models": {"core", "config", "frontends", "models"},
     # A served model runs the feature code of training, its calibration, and needs its
-    # architecture's registered layers to load in safe mode.
-    "serving": {"core", "config", "dsp", "scoring", "models", "serving"},
+    # architecture's (and front end's) registered layers to load in safe mode.
+    "serving": {"core", "config", "dsp", "scoring", "frontends", "models", "serving"},
     "ops": {"core", "config", "ops"},
     # Input layouts: which files are audio or pictures is the decoders' to say.
     "sources": {"core", "config", "dsp", "sources"},

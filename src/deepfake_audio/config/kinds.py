@@ -37,6 +37,10 @@ class FeatureKind:
     shape: Callable[[Any], Shape] = field(repr=False, compare=False)
     # Samples between frames (what fixes the number of frames of a clip).
     hop: Callable[[Any], int] = field(repr=False, compare=False, default=lambda fp: fp.hop_length)
+    # A pretrained front end the model runs on the stored samples (its settings are
+    # features.<frontend>; models.network puts it in the model, so serving takes raw audio),
+    # instead of normalising them with the dataset's statistics. None: no front end.
+    frontend: str | None = None
 
     def feature_shape(self, fp: Any) -> Shape:
         return self.shape(fp)
@@ -79,7 +83,19 @@ WAVEFORM = FeatureKind(
     shape=lambda fp: (fp.n_samples,),
 )
 
-KINDS: dict[str, FeatureKind] = {k.name: k for k in (LOGMEL, LFCC, IMAGE, WAVEFORM)}
+# Whisper's encoder frames (deepfake_audio.frontends.whisper): the shards store the samples,
+# as for the waveform, and the frozen encoder runs inside the model (features.whisper).
+WHISPER = FeatureKind(
+    "whisper",
+    audio=True,
+    spectral=False,
+    shard_dtype="int16",
+    norm_axis=2,
+    shape=lambda fp: (fp.n_samples,),
+    frontend="whisper",
+)
+
+KINDS: dict[str, FeatureKind] = {k.name: k for k in (LOGMEL, LFCC, IMAGE, WAVEFORM, WHISPER)}
 
 
 def by_name(name: str) -> FeatureKind:

@@ -30,7 +30,12 @@ from deepfake_audio.core.errors import UserError
 
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
-FEATURE_KINDS = tuple(kinds.KINDS)  # logmel, lfcc, image, waveform (config/kinds.py)
+FEATURE_KINDS = tuple(kinds.KINDS)  # logmel, lfcc, image, waveform, whisper (config/kinds.py)
+# features.whisper.model: the names frontends/ctranslate2_weights.py pins (installed by the
+# whisper extra, hash-checked), or a path to a CTranslate2 Whisper model.bin (or its folder).
+WHISPER_MODELS = ("tiny.en",)
+# features.whisper.pooling: how the encoder's frames become one vector for the back end.
+WHISPER_POOLING = ("mean_std", "mean")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -98,6 +103,13 @@ class LfccParams:
 
 
 @dataclass(frozen=True)
+class WhisperParams:
+    model: str = "tiny.en"  # a name in WHISPER_MODELS, or a path to a CTranslate2 model.bin
+    layers: int = 1  # encoder blocks kept: the early ones carry the artefacts (issue 20)
+    pooling: str = "mean_std"  # each dimension's mean and std over the frames, or the mean
+
+
+@dataclass(frozen=True)
 class FeaturesParams:
     kind: str = "lfcc"
     sample_rate: int = 16000
@@ -119,6 +131,8 @@ class FeaturesParams:
     lfcc: LfccParams = field(default_factory=LfccParams)
     # kind: image - the notebook's spectrogram pictures, resized to [height, width] RGB.
     image_size: tuple[int, int] = (224, 224)
+    # kind: whisper - Whisper's frozen encoder inside the model (deepfake_audio.frontends).
+    whisper: WhisperParams = field(default_factory=WhisperParams)
 
     @property
     def n_samples(self) -> int:
@@ -529,6 +543,24 @@ def _lfcc(raw: Any, n_fft: int) -> LfccParams:
     return lfcc
 
 
+def _whisper(raw: Any) -> WhisperParams:
+    key = "features.whisper"
+    raw = _check_keys(raw, key, _names(WhisperParams))
+    d = WhisperParams()
+    model = _str(raw, key, "model", d.model)
+    if model not in WHISPER_MODELS and "/" not in model and not model.endswith(".bin"):
+        raise _fail(
+            f"{key}.model",
+            f"{model!r} is neither a pinned model ({', '.join(WHISPER_MODELS)}) nor a path to a "
+            "CTranslate2 Whisper model.bin",
+        )
+    return WhisperParams(
+        model=model,
+        layers=_int(raw, key, "layers", d.layers, lo=1),
+        pooling=_choice(raw, key, "pooling", d.pooling, WHISPER_POOLING),
+    )
+
+
 def _image_size(raw: Any) -> tuple[int, int]:
     key = "features.image_size"
     if (
@@ -670,7 +702,16 @@ def parse_params(raw: Any) -> Params:
         workers=_int(f, "features", "workers", fd.workers, lo=0),
         lfcc=_lfcc(f.get("lfcc"), n_fft=_int(f, "features", "n_fft", fd.n_fft, lo=16)),
         image_size=_image_size(f.get("image_size", list(fd.image_size))),
+        whisper=_whisper(f.get("whisper")),
     )
+    if features.feature_kind.frontend == "whisper":
+        if sample_rate != 16000:
+            raise _fail("features.sample_rate", f"{sample_rate}: Whisper's encoder reads 16000 Hz")
+        if features.clip_seconds > 30.0:
+            raise _fail(
+                "features.clip_seconds",
+                f"{features.clip_seconds:g}: Whisper's encoder reads at most 30 s a window",
+            )
     audio = features.feature_kind.audio
     if (data.source == "images") == audio:
         pictures = _either(k.name for k in kinds.KINDS.values() if not k.audio)
@@ -829,4 +870,9 @@ def features_from_dict(raw: dict[str, Any]) -> FeaturesParams:
         values["lfcc"] = LfccParams(**{k: v for k, v in values["lfcc"].items() if k in lfcc_known})
     if "image_size" in values:
         values["image_size"] = tuple(values["image_size"])
+    if isinstance(values.get("whisper"), dict):
+        known_whisper = set(_names(WhisperParams))
+        values["whisper"] = WhisperParams(
+            **{k: v for k, v in values["whisper"].items() if k in known_whisper}
+        )
     return FeaturesParams(**values)

@@ -75,7 +75,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deepfake_audio.config.kinds import LFCC, LOGMEL, WAVEFORM
+from deepfake_audio.config.kinds import LFCC, LOGMEL, WAVEFORM, WHISPER
 from deepfake_audio.config.params import FeaturesParams
 
 __all__ = [
@@ -420,12 +420,13 @@ def clip_features(wave: np.ndarray, fp: FeaturesParams) -> np.ndarray:
     """The one audio feature transform, shared by the dataset stage, training and serving.
 
     ``features.kind: waveform`` is the identity: the (loudness-normalised, cut) samples
-    themselves, float32, for models that learn their own front end (AASIST, RawNet). Going
-    through here anyway keeps one code path for every kind in the dataset stage, `predict`,
-    the training batches and the served model.
+    themselves, float32, for models that learn their own front end (AASIST, RawNet). So is
+    ``features.kind: whisper``: its front end (Whisper's encoder) runs inside the model.
+    Going through here anyway keeps one code path for every kind in the dataset stage,
+    `predict`, the training batches and the served model.
     """
     kind = fp.feature_kind
-    if kind is WAVEFORM:
+    if kind is WAVEFORM or kind is WHISPER:
         wave = np.asarray(wave, dtype=np.float32)
         if wave.ndim != 1:
             raise ValueError(f"expected a 1-D waveform, got shape {wave.shape}")

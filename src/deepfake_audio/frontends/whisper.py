@@ -169,6 +169,12 @@ class WhisperEncoder(keras.layers.Layer):
         return shapes
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
+        frames = input_shape[1]
+        if frames is not None and (frames + 1) // 2 > self.n_positions:
+            raise ValueError(
+                f"{frames} log-mel frames make {(frames + 1) // 2} encoder frames; Whisper's "
+                f"position encodings cover {self.n_positions} ({self.n_positions // 50} s)"
+            )
         self.by_name = {
             name: self.add_weight(
                 shape=shape,

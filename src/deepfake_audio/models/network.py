@@ -13,10 +13,13 @@ custom layers with Keras, so that `load` (and serving) can rebuild a saved model
 
 Every model starts with a Normalization layer that holds the training split's statistics
 (per mel bin / coefficient, per colour channel, or one for a waveform): the saved model
-takes raw features, and serving cannot forget to normalise. Every model ends in a single
-float32 logit, "higher = more bona fide" (the ASVspoof score convention). The notebook
-ended in a sigmoid; a logit carries the same ranking without saturating into ties, which
-would make the EER meaningless.
+takes raw features, and serving cannot forget to normalise. A kind with a pretrained front
+end (`features.kind: whisper`) starts with that instead: Whisper's frozen encoder on the
+stored samples at their own level (it was trained on audio, not on standardised samples),
+its frames pooled (`features.whisper`), and the architecture normalises what it gets.
+Every model ends in a single float32 logit, "higher = more bona fide" (the ASVspoof score
+convention). The notebook ended in a sigmoid; a logit carries the same ranking without
+saturating into ties, which would make the EER meaningless.
 """
 
 from __future__ import annotations
@@ -30,8 +33,20 @@ import keras
 import numpy as np
 
 from deepfake_audio.config import architectures
-from deepfake_audio.config.params import Choice, FloatRange, Hyperparameter, IntRange, Params
+from deepfake_audio.config.params import (
+    Choice,
+    FeaturesParams,
+    FloatRange,
+    Hyperparameter,
+    IntRange,
+    Params,
+)
 from deepfake_audio.core.errors import UserError
+
+# Imported here, not where it is used: importing it registers Whisper's layers with Keras, which
+# `load` (and serving) need to rebuild a saved model in safe mode.
+from deepfake_audio.frontends.whisper import whisper_encoder
+from deepfake_audio.models.tdnn import StatisticsPooling
 
 # The architecture modules are imported by name; this tells the import graph
 # (`core.imports`: what a served model ships, what a DVC stage depends on) that this module
@@ -75,6 +90,18 @@ def _bodies() -> dict[str, Body]:
 ARCHITECTURES = _bodies()
 
 
+def _whisper_frontend(inputs: keras.KerasTensor, features: FeaturesParams) -> keras.KerasTensor:
+    """(batch, samples, 1) stored samples -> Whisper's pooled frames (batch, 2 * d_model for
+    mean_std, d_model for mean): the frozen encoder of features.whisper, in the model."""
+    settings = features.whisper
+    log_mel, encoder = whisper_encoder(settings.model, settings.layers)
+    x = keras.layers.Reshape((inputs.shape[1],), name="samples")(inputs)
+    x = encoder(log_mel(x))
+    if settings.pooling == "mean":
+        return keras.layers.GlobalAveragePooling1D(name="whisper_mean")(x)
+    return StatisticsPooling(name="whisper_mean_std")(x)
+
+
 def build(
     values: dict[str, Any],
     architecture: str,
@@ -82,16 +109,25 @@ def build(
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,
+    features: FeaturesParams | None = None,
 ) -> keras.Model:
     """A compiled model for one set of hyperparameter values.
 
     `norm_axis` is where the dataset's statistics run: 1 for spectral rows (mel
     bins, cepstral coefficients), 3 for the colour channels of images, 2 for the one
     channel of a waveform input (n_samples, 1): a single mean and variance over all samples.
+    `features` (the dataset's) says whether a pretrained front end comes first instead
+    (`FeatureKind.frontend`); without them, an architecture that takes only such a kind gets
+    its front end's default settings.
     """
     name = "image" if input_shape[-1] == 3 else "features"
     inputs = keras.Input(shape=input_shape, name=name)
-    x = _normalisation(mean, std, norm_axis)(inputs)
+    if features is None and architectures.catalogue()[architecture].inputs == ("whisper",):
+        features = FeaturesParams(kind="whisper")
+    if features is not None and features.feature_kind.frontend == "whisper":
+        x = _whisper_frontend(inputs, features)
+    else:
+        x = _normalisation(mean, std, norm_axis)(inputs)
     x = ARCHITECTURES[architecture](values, x)
     # float32 output even under a mixed_float16 policy, so logits stay precise.
     logit = keras.layers.Dense(1, dtype="float32", name="bonafide_logit")(x)
@@ -113,12 +149,15 @@ def hypermodel(
     mean: np.ndarray,
     std: np.ndarray,
     norm_axis: int = 1,
+    features: FeaturesParams | None = None,
 ):
-    """A keras-tuner build function over the search space in params.yaml."""
+    """A keras-tuner build function over the search space in params.yaml (`features`: the
+    dataset's, as `build` takes them; params.features when not given)."""
+    features = params.features if features is None else features
 
     def build_from_hp(hp: Any) -> keras.Model:
         values = {name: declare(hp, name, spec) for name, spec in params.tune.search_space.items()}
-        return build(values, params.model.architecture, input_shape, mean, std, norm_axis)
+        return build(values, params.model.architecture, input_shape, mean, std, norm_axis, features)
 
     return build_from_hp
 

@@ -75,7 +75,13 @@ def run(
     values = best["values"]
     with runtime.strategy().scope():  # MirroredStrategy over several GPUs, else a no-op
         model = network.build(
-            values, params.model.architecture, data.input_shape, data.mean, data.std, data.norm_axis
+            values,
+            params.model.architecture,
+            data.input_shape,
+            data.mean,
+            data.std,
+            data.norm_axis,
+            data.features,
         )
 
     tags = {

@@ -205,8 +205,9 @@ class Search:
         self.project_dir = Path(tuner_dir) / self.project
         check_tuner_state(self.project_dir)
         self.tags = tracking.run_tags(self.digest, stage="tune")
+        data = self.data
         self.build_fn = network.hypermodel(
-            params, self.data.input_shape, self.data.mean, self.data.std, self.data.norm_axis
+            params, data.input_shape, data.mean, data.std, data.norm_axis, data.features
         )
 
     def fit_params(self) -> dict[str, Any]:

@@ -48,11 +48,16 @@ demo: $(BIN)/.installed ## build .venv, start the MLflow server, run the pipelin
 	print(f\"registered model: {r['model_name']} version {r['version']} aliases {', '.join(r['aliases'])}\")"
 	@echo "next:             dvc exp run -S tune.max_trials=6 && dvc exp show"
 
-test: $(BIN)/.installed ## run the whole test suite
-	$(BIN)/python -m pytest
+# pytest-xdist: TEST_WORKERS processes, each test file on one of them (module fixtures such as
+# the demo pipeline run once). TEST_WORKERS=1 runs them in this process, one at a time.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
+test: $(BIN)/.installed ## run the whole test suite (TEST_WORKERS=2 processes)
+	$(PYTEST)
 
 test-fast: $(BIN)/.installed ## run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(BIN)/.installed ## ruff check and format check of src, tests, benchmarks and scripts
 	$(BIN)/ruff check src tests benchmarks scripts

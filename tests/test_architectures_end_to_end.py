@@ -58,10 +58,10 @@ WAVE_CNN_SPACE = {
     "learning_rate": {"min": 1.0e-4, "max": 1.0e-3, "sampling": "log"},
     "optimizer": ["adam"],
 }
-# architecture -> (feature kind, extra `-S` overrides). Every feature kind appears once at
-# least: lfcc (params.yaml's default), logmel, waveform, and image (the notebook's layout).
+# architecture -> (feature kind, extra `-S` overrides). With test_pipeline.py's default
+# pipeline (tdnn on lfcc), every feature kind but whisper (not yet run end to end in a test)
+# goes through every stage: logmel, image (the notebook's layout) and waveform here.
 CASES: dict[str, tuple[str, list[str]]] = {
-    "tdnn": ("lfcc", []),
     "lcnn": ("logmel", []),
     "compact_cnn": ("image", ["-S", "data.source=images"]),  # data.path: set by the fixture
     # AASIST-L is AASIST's own code (models/aasist.py) in its light configuration: the full

@@ -4,6 +4,7 @@ against a real MLflow server; asserts on what the server and the reports hold.""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,31 @@ def test_registry_version_and_aliases(pipeline: Pipeline, mlflow_server: str) ->
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.keras.load_model(f"models:/{pipeline.model_name}@champion")
     assert model.input_shape[1:] == (60, 101, 1)  # 60 LFCC (20 + deltas) x 101 frames of 1 s
+
+
+def test_the_champion_scores_audio_through_predict_in_a_fresh_process(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """`deepfake-audio predict` by alias, from a folder with no project in it: the new
+    process must import tdnn's own layer itself to load the model in safe mode."""
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "upload.wav"
+    rng = np.random.default_rng(1)
+    sf.write(wav, (0.1 * rng.standard_normal(24000)).astype(np.float32), 22050)
+    uri = f"models:/{pipeline.model_name}@champion"
+    proc = subprocess.run(
+        ["deepfake-audio", "predict", str(wav), "--model", uri, "--format", "json"],
+        cwd=tmp_path,
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(proc.stdout)
+    assert row["error"] == "" and 0.0 <= float(row["fake_probability"]) <= 1.0
 
 
 def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:

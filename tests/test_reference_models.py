@@ -213,14 +213,16 @@ def fit_tiny_batch(body: Body, input_shape: tuple[int, ...], jit_compile: Any) -
     assert sum(changed) > len(changed) // 2
 
 
+# AASIST-L with build()'s default jit_compile="auto" (XLA on TensorFlow: its top-k pooling
+# must compile), as the pipeline trains it; one run covers both, as each costs a graph build.
 @pytest.mark.parametrize(
-    ("body", "input_shape"), [(aasist_l, (HALF_SECOND, 1)), (lcnn, (60, 64, 1))]
+    ("body", "input_shape", "jit_compile"),
+    [
+        pytest.param(aasist_l, (HALF_SECOND, 1), "auto", marks=pytest.mark.slow),
+        (lcnn, (60, 64, 1), False),
+    ],
 )
-def test_a_few_training_steps_fit_a_tiny_batch(body: Body, input_shape: tuple[int, ...]):
-    fit_tiny_batch(body, input_shape, jit_compile=False)
-
-
-@pytest.mark.slow
-def test_aasist_trains_under_xla_as_build_compiles_it():
-    """build()'s default jit_compile="auto" is XLA on TensorFlow: top-k pooling must compile."""
-    fit_tiny_batch(aasist_l, (HALF_SECOND, 1), jit_compile="auto")
+def test_a_few_training_steps_fit_a_tiny_batch(
+    body: Body, input_shape: tuple[int, ...], jit_compile: Any
+):
+    fit_tiny_batch(body, input_shape, jit_compile=jit_compile)

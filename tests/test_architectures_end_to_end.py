@@ -15,6 +15,7 @@ layers itself to load the models in safe mode.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -209,7 +210,9 @@ def _check_the_augmented_waveform_run(repo: Repo, stats: dict) -> None:
     wav = repo.root.parent / "upload-22k.wav"
     rng = np.random.default_rng(0)
     sf.write(wav, (0.1 * rng.standard_normal(22050)).astype(np.float32), 22050)
-    scores = served.predict(pd.DataFrame({"path": [str(wav)]}))
+    # An upload, as a client sends it: the served model reads no path rows by default.
+    upload = base64.b64encode(wav.read_bytes()).decode("ascii")
+    scores = served.predict(pd.DataFrame({"audio_base64": [upload]}))
     assert scores["error"][0] == "" and 0.0 <= float(scores["fake_probability"][0]) <= 1.0
 
 

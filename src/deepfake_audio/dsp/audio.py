@@ -54,6 +54,10 @@ SILENCE_PEAK = 1e-5
 # this (at its own rate) is refused rather than decoded into gigabytes, and a rate outside
 # this range is a corrupt header, not audio (1 Hz upsampled to 16 kHz would be a memory bomb).
 MAX_SECONDS = 3600.0
+# What the message of a recording over the cap suggests (a served model names its setting).
+CUT_IT = "cut it into shorter files"
+# libsndfile's frame count for a stream of unknown length (SF_COUNT_MAX): no length stated.
+_UNKNOWN_FRAMES = 1 << 62
 SAMPLE_RATE_RANGE = (1000, 768_000)
 _BLOCK_FRAMES = 1 << 16
 
@@ -116,7 +120,12 @@ class _BytesReader(io.BytesIO):
         return super().seek(offset, whence)
 
 
-def decode(source: Source, name: str | None = None) -> tuple[np.ndarray, int]:
+def decode(
+    source: Source,
+    name: str | None = None,
+    max_seconds: float | None = None,
+    cap_note: str = CUT_IT,
+) -> tuple[np.ndarray, int]:
     """Decode a file path or in-memory bytes into a float32 mono waveform.
 
     ``name`` is how messages call the source (default: the path, or ``<bytes>``); a caller
@@ -128,7 +137,11 @@ def decode(source: Source, name: str | None = None) -> tuple[np.ndarray, int]:
 
     The input is untrusted: it is read in blocks, so memory follows the audio actually
     present rather than the length a (possibly corrupt) header claims, and recordings
-    longer than `MAX_SECONDS` or at a rate outside `SAMPLE_RATE_RANGE` are refused.
+    longer than ``max_seconds`` (default `MAX_SECONDS`) or at a rate outside
+    `SAMPLE_RATE_RANGE` are refused. The length is checked first from the header, where
+    the format states one, so an over-long file is refused before a block is decoded;
+    then block by block, for a header that understates it. ``cap_note`` ends the message
+    of a recording over the cap: ``audio is 612.0 s long, above the 600 s cap (<note>)``.
     Whatever libsndfile or numpy raise on a bad input becomes an `AudioError`.
 
     Returns:
@@ -156,7 +169,8 @@ def decode(source: Source, name: str | None = None) -> tuple[np.ndarray, int]:
             raise AudioError(name, "empty file (0 bytes)")
         handle = path
     try:
-        wave, sample_rate = _read_mono(handle, name)
+        cap = MAX_SECONDS if max_seconds is None else float(max_seconds)
+        wave, sample_rate = _read_mono(handle, name, cap, cap_note)
     except AudioError:
         raise
     except sf.LibsndfileError as exc:
@@ -171,7 +185,9 @@ def decode(source: Source, name: str | None = None) -> tuple[np.ndarray, int]:
     return wave, sample_rate
 
 
-def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
+def _read_mono(
+    handle: io.BytesIO | str, name: str, max_seconds: float, cap_note: str
+) -> tuple[np.ndarray, int]:
     """libsndfile's samples, down-mixed block by block; the checks of `decode`."""
     with sf.SoundFile(handle) as audio:
         sample_rate, channels = int(audio.samplerate), int(audio.channels)
@@ -182,7 +198,16 @@ def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
             )
         if channels < 1:
             raise AudioError(name, "has no audio channels")
-        limit = int(MAX_SECONDS * sample_rate)
+        limit = int(max_seconds * sample_rate)
+        # The length the header states (libsndfile clamps a WAV's to the bytes present):
+        # refused here, before anything is decoded.
+        stated = int(audio.frames)
+        if limit < stated < _UNKNOWN_FRAMES:
+            raise AudioError(
+                name,
+                f"audio is {stated / sample_rate:.1f} s long, above the {max_seconds:g} s cap "
+                f"({cap_note})",
+            )
         # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
         # libsndfile's own float conversion (x / 32768) and about twice as fast.
         pcm16 = audio.subtype == "PCM_16"
@@ -198,7 +223,9 @@ def _read_mono(handle: io.BytesIO | str, name: str) -> tuple[np.ndarray, int]:
                 break
             total += data.shape[0]
             if total > limit:
-                raise AudioError(name, f"longer than {MAX_SECONDS:g} s; cut it into shorter files")
+                raise AudioError(
+                    name, f"audio is longer than the {max_seconds:g} s cap ({cap_note})"
+                )
             if not np.all(np.isfinite(data)):
                 raise AudioError(name, "contains NaN or infinite samples")
             mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
@@ -272,7 +299,13 @@ def fix_length(
     return np.tile(wave, math.ceil(n_samples / length))[:n_samples].copy()
 
 
-def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.ndarray:
+def load_wave(
+    source: Source,
+    sample_rate: int,
+    min_seconds: float = 0.1,
+    max_seconds: float | None = None,
+    cap_note: str = CUT_IT,
+) -> np.ndarray:
     """Decode, down-mix, resample, check and loudness-normalise a whole recording.
 
     Everything `load_clip` does except the final cut to the model's length, so that serving
@@ -281,6 +314,7 @@ def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.
     than ``min_seconds`` (measured at the file's own rate); `resample` to ``sample_rate``;
     reject silent ones (peak below `SILENCE_PEAK`); scale to RMS `TARGET_RMS` and clip to
     [-1, 1]. The gain depends on the whole recording, never on how it is cut or padded later.
+    ``max_seconds`` and ``cap_note`` go to `decode`.
 
     Returns:
         float32 array of shape ``(n,)`` at ``sample_rate``.
@@ -289,7 +323,7 @@ def load_wave(source: Source, sample_rate: int, min_seconds: float = 0.1) -> np.
         AudioError: unreadable input (see `decode`), too short, or silent.
     """
     name = _source_name(source)
-    wave, orig_sr = decode(source)
+    wave, orig_sr = decode(source, name, max_seconds=max_seconds, cap_note=cap_note)
     return condition(wave, orig_sr, sample_rate, name, min_seconds=min_seconds)
 
 

@@ -37,6 +37,7 @@ from deepfake_audio.scoring.calibration import (
     reliability,
 )
 from deepfake_audio.serving import pyfunc as serving
+from deepfake_audio.serving.limits import Limits
 from deepfake_audio.stages import evaluate as evaluation
 
 ASVSPOOF5_LLR_THRESHOLD = math.log(0.5 / 0.95)  # ln(Cfa Pspoof / (Cmiss (1 - Pspoof)))
@@ -308,7 +309,8 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def _served(config: dict) -> serving.Detector:
     """The Detector a served model builds: the config as it comes back from its JSON file."""
-    return serving.Detector(_pixel_reader(), json.loads(json.dumps(config, allow_nan=False)))
+    config = json.loads(json.dumps(config, allow_nan=False))
+    return serving.Detector(_pixel_reader(), config, Limits.local())  # path rows of local files
 
 
 def _is_reliable(probabilities: np.ndarray, is_fake: np.ndarray) -> tuple[bool, str]:

@@ -12,6 +12,7 @@ still give sigmoid(-logit).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from conftest import free_port, voice
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.scoring.calibration import Calibration, Decision, bayes_threshold
+from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV, PATHS_OFF, SERVE_ROOT_ENV
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
@@ -234,9 +236,15 @@ def test_pyfunc_by_alias_scores_bytes_paths_windows_and_errors(served: Served) -
     assert out["score"][2] is None
     assert "not a readable audio file" in out["error"][2]
 
-    by_path = model.predict(
-        pd.DataFrame({"path": [str(served.files["clip"]), str(served.root / "missing.wav")]})
-    )
+    # Deny by default: no DEEPFAKE_AUDIO_SERVE_ROOT when the model loaded, so every path row
+    # is refused with its reason, an existing file and a missing one alike.
+    paths = pd.DataFrame({"path": [str(served.files["clip"]), str(served.root / "missing.wav")]})
+    refused = model.predict(paths)
+    assert list(refused["label"]) == ["error", "error"]
+    assert list(refused["error"]) == [PATHS_OFF, PATHS_OFF]
+    # `deepfake-audio predict`'s switch: the user's own files, in the user's own process.
+    model.unwrap_python_model().score_local_files()
+    by_path = model.predict(paths)
     assert by_path["fake_probability"][0] == pytest.approx(out["fake_probability"][0], rel=1e-6)
     assert by_path["label"][0] == out["label"][0]
     assert "no such file" in by_path["error"][1] and by_path["label"][1] == "error"
@@ -295,13 +303,91 @@ def _post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+# The served limits of the one server this module starts: path rows below audio/, a 5 s
+# cap (the 3 s "long" clip fits, a 6 s one does not) and 0.2 MB of file per base64 row.
+SERVE_MAX_SECONDS = 5
+SERVE_MAX_BYTES = 200_000
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _rows(base: str, column: str, values: list[str]) -> list[dict[str, Any]]:
+    status, body = _post(
+        base + "/invocations",
+        {"dataframe_split": {"columns": [column], "data": [[v] for v in values]}},
+    )
+    assert status == 200, body
+    return body["predictions"]
+
+
+def _check_limits(served: Served, base: str) -> None:
+    """The served rules, as an outside client meets them: each row refused with its reason,
+    the other rows of the same request still scored."""
+    root = served.files["clip"].parent
+    outside = served.root / "outside.wav"  # exists, beside the root: must look like a miss
+    outside.write_bytes(served.files["clip"].read_bytes())
+    clip_probability, clip_label = served.expected("clip")
+    inside = [
+        "clip.wav",  # relative to the root
+        str(served.files["clip"]),  # absolute, inside the root
+        "missing.wav",  # inside the root, no such file: the root's own business
+    ]
+    outside_rows = [
+        "../outside.wav",
+        str(outside),
+        "../nothing-here.wav",
+        "/etc/passwd",
+        "sub/../../outside.wav",
+    ]
+    rows = _rows(base, "path", inside + outside_rows)
+    for row in rows[:2]:
+        assert row["error"] == "" and row["label"] == clip_label, row
+        assert row["fake_probability"] == pytest.approx(clip_probability, rel=1e-4, abs=1e-6)
+    assert rows[2]["error"] == "missing.wav: no such file"  # named as sent, not by the root
+    for row, sent in zip(rows[3:], outside_rows, strict=True):
+        assert row["label"] == "error" and row["fake_probability"] is None
+        # The same answer whether the file exists or not: no probing of the disk.
+        assert row["error"] == (
+            f"path {sent!r} is not a path inside the serving root ({SERVE_ROOT_ENV})"
+        )
+    assert str(root) not in json.dumps(rows)
+
+    # Over the seconds cap: refused from the header; a row within it is still scored.
+    rate = 8000
+    t = np.arange((SERVE_MAX_SECONDS + 1) * rate) / rate
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.1 * np.sin(2 * np.pi * 220 * t), rate, format="WAV", subtype="PCM_16")
+    assert len(buffer.getvalue()) < SERVE_MAX_BYTES
+    over_size = _b64(np.random.default_rng(0).bytes(SERVE_MAX_BYTES + 100_000))
+    rows = _rows(base, "audio_base64", [_b64(buffer.getvalue()), served.b64("clip"), over_size])
+    assert rows[0]["label"] == "error" and rows[0]["error"] == (
+        f"<bytes>: audio is {SERVE_MAX_SECONDS + 1:.1f} s long, above the "
+        f"{SERVE_MAX_SECONDS} s cap ({MAX_SECONDS_ENV})"
+    )
+    assert rows[1]["error"] == "" and rows[1]["label"] == clip_label
+    assert rows[2]["label"] == "error" and rows[2]["error"] == (
+        f"<bytes>: audio_base64 holds 300,000 bytes, above the 200,000-byte cap per row "
+        f"({MAX_BYTES_ENV})"
+    )
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: str) -> None:
     port = free_port()
     log = (served.root / "serve.log").open("wb")
     # As from an activated venv: the server execs `uvicorn` from PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": path}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PATH": path,
+        # What the operator names when serving (limits.py): deny by default otherwise.
+        SERVE_ROOT_ENV: str(served.files["clip"].parent),
+        MAX_SECONDS_ENV: str(SERVE_MAX_SECONDS),
+        MAX_BYTES_ENV: str(SERVE_MAX_BYTES),
+    }
     command = [
         str(Path(sys.executable).parent / "mlflow"),
         "models",
@@ -359,6 +445,7 @@ def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: 
             base + "/invocations", {"dataframe_split": {"columns": ["x"], "data": [["y"]]}}
         )
         assert status == 400 and "exactly one of the columns" in json.dumps(body)
+        _check_limits(served, base)
     finally:
         _stop(proc)
         log.close()
@@ -503,8 +590,11 @@ def test_sliding_windows_cover_the_recording_and_pad_short_ones() -> None:
 
 
 @pytest.mark.slow
-def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: str) -> None:
-    """features.kind image: the notebook's spectrogram pictures, the same loader as training."""
+def test_image_model_takes_image_base64_or_path(
+    tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """features.kind image: the notebook's spectrogram pictures, the same loader as training;
+    `path` rows below the root the operator named (read when the model loads)."""
     import mlflow
     import pandas as pd
 
@@ -541,6 +631,7 @@ def test_image_model_takes_image_base64_or_path(tmp_path: Path, mlflow_server: s
             del config[key]
         config["format"] = 1
         info = serving.log_model(tmp_path / "image.keras", config)
+    monkeypatch.setenv(SERVE_ROOT_ENV, str(tmp_path / "pics"))
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert [c.name for c in loaded.metadata.get_input_schema().inputs] == ["image_base64", "path"]
     encoded = [base64.b64encode(p.read_bytes()).decode() for p in pictures]

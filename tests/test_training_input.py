@@ -271,13 +271,14 @@ def test_old_float16_datasets_read_as_before(built: dict, tmp_path: Path) -> Non
 def test_a_waveform_model_scores_through_the_served_detector(built: dict) -> None:
     """No serving change for the new kind: `serving.pyfunc.Detector` decodes, cuts windows and
     passes the waves (n_samples, 1) to the model, as the dataset stage stored them."""
+    from deepfake_audio.serving.limits import Limits
     from deepfake_audio.serving.pyfunc import Detector, make_config
 
     data: SpectrogramDataset = built["waveform"]
     model = network.build(
         HPARAMS, "wave_cnn", data.input_shape, data.mean, data.std, data.norm_axis
     )
-    detector = Detector(model, make_config(data.meta["features"], 0.0))
+    detector = Detector(model, make_config(data.meta["features"], 0.0), Limits.local())
     files = sorted((built["corpus"] / "testing").rglob("*.wav"))
     scores = detector.score(pd.DataFrame({"path": [str(f) for f in files]}))
     assert list(scores["error"]) == [""] * len(files)

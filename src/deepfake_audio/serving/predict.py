@@ -8,7 +8,10 @@ threshold and the code that computes them. It is loaded as the MLflow pyfunc tha
 given the files as its `path` column: predict and the server give the same
 numbers, from the same decoding, the features the model was trained with, the
 same windows over long recordings, the model's own calibration (fitted on
-validation) and its threshold.
+validation) and its threshold. A served model refuses path rows unless its operator
+names a folder (`serving.limits`); predict tells the model it loaded in its own process
+that the files are the user's own (`Limits.local()`: any path the user named, the
+dataset's one-hour cap), and keeps passing paths, so errors name the files.
 
 Each file gets `fake_probability` (calibrated: P(spoof) at the model's target prior),
 `label` and `score` (the raw mean bona fide logit, higher = bona fide). The CSV columns
@@ -38,6 +41,7 @@ from deepfake_audio.config.kinds import FeatureKind
 from deepfake_audio.config.params import Params, features_from_dict
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.dsp.audio import AUDIO_SUFFIXES
+from deepfake_audio.serving.limits import Limits
 
 Scorer = Callable[[Any], Any]  # pandas DataFrame with a `path` column -> scores DataFrame
 CSV_COLUMNS = ("path", "fake_probability", "label", "score")
@@ -74,7 +78,7 @@ def _keras_detector(model: Any, params: Params, threshold: float) -> Any:
 
     config = serving.make_config(params.section("features"), threshold)
     try:
-        return serving.Detector(model, config)
+        return serving.Detector(model, config, Limits.local())
     except ValueError as exc:
         raise UserError(f"{exc} (features from params.yaml)") from None
 
@@ -162,9 +166,15 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureK
         # code_model); a Keras-only version's pyfunc loader is mlflow.keras.
         if loader in PYFUNC_LOADERS:
             model = mlflow.pyfunc.load_model(uri)
-            config = getattr(model.unwrap_python_model(), "config", None)
+            python_model = model.unwrap_python_model()
+            config = getattr(python_model, "config", None)
             if config is None:
                 raise UserError(f"--model {uri}: not a deepfake-audio detector")
+            # The user's files, in the user's process: path rows allowed (a version logged
+            # before serving denied them has no such switch, and reads any path anyway).
+            local = getattr(python_model, "score_local_files", None)
+            if local is not None:
+                local()
             return model.predict, features_from_dict(config["features"]).feature_kind, uri
         if params is None:
             raise UserError(

@@ -9,7 +9,9 @@ validation. `mlflow models serve -m models:/<name>@champion` and
 
     input   a DataFrame with exactly one of the columns
               audio_base64   the bytes of any file libsndfile decodes, base64
-              path           a file the scoring process can read
+              path           a file below the folder the operator names with
+                             DEEPFAKE_AUDIO_SERVE_ROOT (none by default: path rows are
+                             refused); `deepfake-audio predict` reads the user's own files
             (image models - features.kind: image - take image_base64 or path of a PNG/JPG)
     output  fake_probability  P(spoof | audio) at the config's `target_prior`: the mean bona
                               fide logit through the calibration fitted on validation (a
@@ -40,7 +42,10 @@ recording has, so its false alarms would grow with the length of the file.
 (The price: a short spoofed insert in a long genuine recording is diluted.)
 
 A row that cannot be decoded gets an `error` and `label` "error"; the other
-rows of the batch are still scored. A batch without exactly one of the input
+rows of the batch are still scored. So does a row the served model's `limits.Limits`
+refuse: a path outside the serving root (or any path when none is named), audio longer
+than DEEPFAKE_AUDIO_MAX_SECONDS (600 s), a base64 file larger than
+DEEPFAKE_AUDIO_MAX_BYTES (25 MB). A batch without exactly one of the input
 columns is refused as a whole.
 
 The logged model also carries the `keras` flavor over the very same .keras
@@ -51,7 +56,6 @@ file, so `mlflow.keras.load_model(uri)` still returns the bare network
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import json
 import math
@@ -74,6 +78,7 @@ from deepfake_audio.serving.inference import (
     configure_threads,
     row_threads,
 )
+from deepfake_audio.serving.limits import Limits, Refused
 
 # 2: adds `calibration` (a `Calibration.to_dict`, or null) and `target_prior`. Format 1
 # configs (no calibration) are still read: their fake_probability is sigmoid(-logit).
@@ -208,13 +213,6 @@ class RowError(Exception):
     """One input row that cannot be scored; the message is its one-line reason."""
 
 
-def _decode_base64(value: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RowError(f"<bytes>: not valid base64 ({exc})") from None
-
-
 def _missing(value: Any) -> bool:
     if value is None:
         return True
@@ -227,12 +225,15 @@ class Detector:
     """A Keras model and its serving config: DataFrame of inputs in, scores out.
 
     Plain Python, no MLflow: `DetectorModel` wraps it for the registry, and
-    `deepfake-audio predict` uses it directly for a local .keras file.
+    `deepfake-audio predict` uses it directly for a local .keras file. `limits` says which
+    rows it reads (default: no path rows, the served caps); a served model's come from
+    the environment (`Limits.from_environment`), predict's are `Limits.local()`.
     """
 
-    def __init__(self, model: Any, config: dict[str, Any]) -> None:
+    def __init__(self, model: Any, config: dict[str, Any], limits: Limits | None = None) -> None:
         self.model = model
         self.config = config
+        self.limits = Limits() if limits is None else limits
         self.features = features_from_dict(config["features"])
         self.threshold = float(config["threshold"])
         self.rule = OutputRule.from_config(config)
@@ -270,7 +271,15 @@ class Detector:
             raise RowError(f"no {column} given")
         if not isinstance(value, str | bytes | os.PathLike):
             raise RowError(f"{column}: expected a string, got {type(value).__name__}")
-        source: Any = _decode_base64(value) if column.endswith("_base64") else os.fsdecode(value)
+        limits = self.limits
+        try:
+            if column.endswith("_base64"):
+                source: Any = limits.base64(value, column)
+                name = "<bytes>"
+            else:
+                source, name = limits.path(os.fsdecode(value))
+        except Refused as exc:
+            raise RowError(str(exc)) from None
         fp = self.features
         try:
             if not fp.feature_kind.audio:
@@ -282,15 +291,23 @@ class Detector:
                 from deepfake_audio.dsp.audio import load_wave, sliding_windows
                 from deepfake_audio.dsp.features import clip_features
 
-                wave = load_wave(source, fp.sample_rate)
+                wave = load_wave(
+                    source,
+                    fp.sample_rate,
+                    max_seconds=limits.max_seconds,
+                    cap_note=limits.seconds_note,
+                )
                 windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)
                 inputs = np.empty((len(windows), *fp.input_shape), dtype=np.float32)
                 for i, window in enumerate(windows):  # straight into the batch: no stack copy
                     inputs[i] = clip_features(window, fp).reshape(fp.input_shape)
         except (UserError, ValueError) as exc:
-            raise RowError(str(exc)) from None
+            message = str(exc)
+            if isinstance(source, Path) and message.startswith(str(source)):
+                # Named as the client wrote it: an answer never shows the serving root.
+                message = name + message[len(str(source)) :]
+            raise RowError(message) from None
         if not np.all(np.isfinite(inputs)):  # the dataset stage rejects these too
-            name = "<bytes>" if column.endswith("_base64") else source
             raise RowError(f"{name}: features are not finite")
         return inputs
 
@@ -384,11 +401,20 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
                 f"serving config format {config['format']} is newer than this code "
                 f"understands ({CONFIG_FORMAT})"
             )
-        self.detector = Detector(load_keras(context.artifacts[KERAS_ARTIFACT]), config)
+        # Which rows it reads: from the operator's environment, deny by default (limits.py).
+        limits = Limits.from_environment()
+        self.detector = Detector(load_keras(context.artifacts[KERAS_ARTIFACT]), config, limits)
 
     @property
     def config(self) -> dict[str, Any]:
         return self.detector.config
+
+    def score_local_files(self) -> None:
+        """`deepfake-audio predict`: the user's own files, in the user's own process.
+
+        Not reachable by a client of `mlflow models serve`, which only sends frames.
+        """
+        self.detector.limits = Limits.local()
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -7,19 +7,18 @@ stage does not care where a clip came from. A clip is either a file under
 A clip's path comes from a directory walk, a protocol file or a manifest: text
 a user hands us. Every one is checked to stay inside `data.path` (no absolute
 path, no `..` climbing out), so a crafted list cannot make the dataset stage
-read, hash and report on files elsewhere. The check is lexical: a symbolic link
-under `data.path` is followed, as DVC's own symlink cache needs.
+read, hash and report on files elsewhere. The check (`core.paths.inside`, shared with a
+served model's `path` rows) is lexical: a symbolic link under `data.path` is followed, as
+DVC's own symlink cache needs.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from deepfake_audio.config.params import Params
 from deepfake_audio.core.errors import UserError
+from deepfake_audio.core.paths import inside
 
 SPLITS = ("train", "validation", "test")
 LABELS = ("bonafide", "spoof")
@@ -39,25 +38,6 @@ class Clip:
     def target(self) -> int:
         """1 = bona fide, 0 = spoof: scores are 'more bona fide is higher', as in ASVspoof."""
         return 1 if self.label == "bonafide" else 0
-
-
-def inside(root: str | os.PathLike, relative: str) -> Path | None:
-    """`root / relative` if that names something inside `root`, else None.
-
-    Rejects absolute paths (POSIX or Windows, drive letters included), NUL bytes and
-    any `..` that climbs above `root`; backslashes count as separators.
-    """
-    if not relative or "\x00" in relative:
-        return None
-    if PureWindowsPath(relative).drive or PureWindowsPath(relative).root:
-        return None
-    unix = relative.replace("\\", "/")
-    if PurePosixPath(unix).is_absolute():
-        return None
-    normal = posixpath.normpath(unix)
-    if normal == ".." or normal.startswith("../") or normal == ".":
-        return None
-    return Path(root) / normal
 
 
 def list_clips(params: Params) -> list[Clip]:

@@ -83,6 +83,9 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
     assert float(np.min(x)) >= 0.0 and float(np.max(x)) <= 1.0
     manifest = data.manifest("train")
     assert manifest["sha256"].str.len().eq(64).all()
+    # Pictures have no audio cues: the shortcut audit says it was skipped.
+    audit = json.loads((tmp_path / "reports" / "shortcuts.json").read_text())
+    assert "pictures" in audit["skipped"]
 
     from deepfake_audio.models import network
 

@@ -14,6 +14,7 @@ import yaml
 from benchmarks.quality import experiments
 
 from conftest import PROJECT, commit_project, copy_project, merge, run_command, stage_env
+from deepfake_audio.dsp.cues import CUE_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +112,17 @@ def test_repro_writes_reports(pipeline: Pipeline) -> None:
     assert decision["method"] == "logistic" or "slope" in " ".join(decision["warnings"])
     assert metrics["calibration"]["threshold_rule"] == decision["threshold_rule"] == "bayes"
     assert metrics["threshold"] == pytest.approx(run_info["threshold"], abs=1e-6)
+    # The dataset stage's shortcut audit, and the test scores' rank correlation with each cue.
+    audit = pipeline.json("reports/shortcuts.json")
+    assert set(audit["splits"]) == {"train", "validation", "test"} and "flagged" in audit
+    for split in audit["splits"].values():
+        for view in ("raw", "as_fed"):
+            assert set(split[view]) == set(CUE_NAMES)
+            assert all(0.0 <= row["eer"] <= 1.0 for row in split[view].values())
+    lock = yaml.safe_load((pipeline.root / "dvc.lock").read_text())
+    assert "reports/shortcuts.json" in {o["path"] for o in lock["stages"]["dataset"]["outs"]}
+    assert set(metrics["test_shortcut_spearman"]) == {"raw", "as_fed"}
+    assert set(metrics["test_shortcut_spearman"]["raw"]) == set(CUE_NAMES)
 
 
 def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server: str) -> None:
@@ -158,6 +170,14 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
     assert "evaluation/plots/reliability.png" in plots
     for key in ("test_act_dcf", "test_act_dcf_raw", "test_cllr", "test_cllr_raw"):
         assert key in train[0].data.metrics, key
+    # The shortcut audit: an artifact of the model's run, and its EERs as flat metrics.
+    logged = {a.path for a in client.list_artifacts(train[0].info.run_id, "dataset")}
+    assert "dataset/shortcuts.json" in logged
+    audit = pipeline.json("reports/shortcuts.json")
+    assert train[0].data.metrics["shortcut_eer.test.rms"] == pytest.approx(
+        audit["splits"]["test"]["raw"]["rms"]["eer"]
+    )
+    assert "shortcut_eer_as_fed.train.noise_floor" in train[0].data.metrics
     assert train[0].data.params["calibration.method"] == "logistic"
     baseline = [r for r in runs if r.data.tags.get("stage") == "baseline"]
     assert len(baseline) == 1

@@ -26,6 +26,7 @@ METRICS = Path("reports/metrics.json")
 PLOTS = Path("reports/plots")
 REGISTRY = Path("reports/registry.json")
 BASELINE = Path("reports/baseline.json")
+SHORTCUTS = Path("reports/shortcuts.json")
 # Subcommands that load TensorFlow; the others (and --help) never import it.
 TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
 
@@ -133,6 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.metrics),
         Path(args.plots),
         Path(args.baseline),
+        Path(args.shortcuts),
     )
     note = " (synthetic demo corpus)" if summary.get("synthetic_demo_corpus") else ""
     print(f"test EER: {summary['test_eer']:.2%}{note}")
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=str(METRICS))
     p.add_argument("--plots", default=str(PLOTS))
     p.add_argument("--baseline", default=str(BASELINE), help="the baseline stage's report")
+    p.add_argument("--shortcuts", default=str(SHORTCUTS), help="the dataset stage's shortcut audit")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("register", help="stage 5: registry version, challenger/champion aliases")

@@ -5,7 +5,7 @@ has one home.
 Layout, one folder that DVC versions as a whole:
 
     manifest_<split>.csv     one row per clip (`MANIFEST_COLUMNS`): where it came from, its
-                             label, its shard row
+                             label, its shard row, its one-number cues (`CUE_COLUMNS`)
     <split>-<NNNNN>.npy      feature shards, shape (clips, *feature_shape): float16
                              log-mel (n_mels, frames), LFCC (3 * n_coeffs, frames) or RGB
                              images (height, width, 3); int16 waveforms (n_samples,)
@@ -41,6 +41,7 @@ import numpy as np
 from deepfake_audio.config.params import AugmentParams, FeaturesParams, features_from_dict
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.io import replacing
+from deepfake_audio.dsp.cues import CUE_NAMES
 
 # Splits up to this size (as stored) are held in memory by `tf_dataset`: ASVspoof 2019 LA's
 # training set at the default log-mel settings is ~650 MB, the demo's ~10 MB.
@@ -82,6 +83,40 @@ MANIFEST_COLUMNS = (
     "augmentation",  # codec copies: codec@compression level, else empty
     "wave_samples",  # training waves stored: samples of the clip's stored wave, else empty
 )
+
+# The one-number cues of every audio clip (`dsp.cues`), for the shortcut audit: `raw_<cue>`
+# of the decoded recording at its own rate, `as_fed_<cue>` of the clip as the model is fed
+# it (resampled, loudness-normalised, cut to features.clip_seconds; after the validation
+# codec's round trip where data.validation_codec is set). Empty for pictures. A codec copy
+# carries its source's values.
+CUE_VIEWS = ("raw", "as_fed")
+
+
+def cue_column(view: str, cue: str) -> str:
+    """The manifest column of one cue in one view (`raw_rms`, `as_fed_dc_offset`)."""
+    return f"{view}_{cue}"
+
+
+CUE_COLUMNS = tuple(cue_column(view, cue) for view in CUE_VIEWS for cue in CUE_NAMES)
+MANIFEST_COLUMNS = (*MANIFEST_COLUMNS, *CUE_COLUMNS)
+
+
+def cue_table(manifest: Any) -> dict[str, dict[str, np.ndarray]]:
+    """{view: {cue: values}} from a manifest (a DataFrame, or a dict of columns); views whose
+    columns are missing or empty (pictures, datasets written before the audit) are left out."""
+    views: dict[str, dict[str, np.ndarray]] = {}
+    for view in CUE_VIEWS:
+        columns = [cue_column(view, cue) for cue in CUE_NAMES]
+        if not all(c in manifest for c in columns):
+            continue
+        try:
+            views[view] = {
+                cue: np.asarray(manifest[c], dtype=np.float64)
+                for cue, c in zip(CUE_NAMES, columns, strict=True)
+            }
+        except (TypeError, ValueError):  # empty cells: no cues in this view
+            continue
+    return views
 
 
 def norm_axes(feature_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -44,17 +44,21 @@ from deepfake_audio.config.params import AugmentParams, FeaturesParams, Params
 from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.io import write_dict_rows, write_json
 from deepfake_audio.dataset.shards import (
+    CUE_VIEWS,
     MANIFEST_COLUMNS,
     Moments,
     ShardWriter,
     WaveWriter,
+    cue_column,
     encode_waves,
     moments,
     stored_features,
     write_stats,
 )
 from deepfake_audio.dsp.audio import fix_length
+from deepfake_audio.dsp.cues import CUE_NAMES, CUES, clip_cues
 from deepfake_audio.dsp.features import clip_features
+from deepfake_audio.scoring import shortcuts
 from deepfake_audio.sources import LABELS, SPLITS, Clip
 
 
@@ -97,7 +101,9 @@ def file_features(
     The dataset stage and `predict` both come through here, so a file is decoded,
     cut and transformed the same way in training and at serving time. With `keep_wave`
     the metadata also holds the whole conditioned recording under "wave" (what a
-    training clip's stored wave is cut from).
+    training clip's stored wave is cut from). An audio file's metadata holds its one-number
+    cues (`dsp.cues`) as manifest columns: `raw_<cue>` of the decoded recording at its own
+    rate, `as_fed_<cue>` of the cut clip its features are computed from.
     """
     try:
         raw = path.read_bytes()
@@ -121,13 +127,24 @@ def file_features(
         decoded, rate = decode(raw, name=str(path))
         duration = decoded.size / rate
         wave = condition(decoded, rate, fp.sample_rate, str(path))
-        feats = clip_features(fix_length(wave, n_samples, crop=fp.crop, pad=fp.pad), fp)
+        fitted = fix_length(wave, n_samples, crop=fp.crop, pad=fp.pad)
+        feats = clip_features(fitted, fp)
+        cues = {**cue_cells("raw", decoded, rate), **cue_cells("as_fed", fitted, fp.sample_rate)}
     except (AudioError, ValueError) as exc:
         raise BadFile(str(exc)) from None
     meta: dict[str, Any] = {"duration_s": round(duration, 4), "sample_rate": rate, "sha256": sha}
+    meta.update(cues)
     if keep_wave:
         meta["wave"] = wave
     return feats, meta
+
+
+def cue_cells(view: str, wave: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """A wave's cues as manifest cells of one view (`raw_rms`: ...), six significant digits."""
+    return {
+        cue_column(view, name): float(f"{value:.6g}")
+        for name, value in clip_cues(wave, sample_rate).items()
+    }
 
 
 def _demo_features(
@@ -139,7 +156,7 @@ def _demo_features(
     generator plans its utterance over the length asked for, so longer training clips would
     differ from validation and test ones in more than length (a split mismatch the model
     would pay for). The demo corpus has no durations to randomise: a random window of a
-    demo clip is the clip.
+    demo clip is the clip. For the same reason its raw cues are its as-fed ones.
     """
     from deepfake_audio.sources.demo import DemoClip, generate_clip
 
@@ -158,6 +175,9 @@ def _demo_features(
         "sample_rate": fp.sample_rate,
         "sha256": digest,
     }
+    raw = cue_cells("raw", wave, fp.sample_rate)
+    meta.update(raw)
+    meta.update({cue_column("as_fed", name): raw[cue_column("raw", name)] for name in CUE_NAMES})
     if keep_wave:
         meta["wave"] = wave
     return clip_features(wave, fp), meta
@@ -190,7 +210,8 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
         else:
             feats, meta = file_features(Path(root) / clip.path, fp)
         if codec is not None:
-            feats, meta["augmentation"] = _validation_copy(meta.pop("wave"), clip, codec)
+            feats, meta["augmentation"], as_fed = _validation_copy(meta.pop("wave"), clip, codec)
+            meta.update(as_fed)
         stored = None
         if keep:
             wave = meta.pop("wave")
@@ -283,9 +304,11 @@ def _round_trip(wave: np.ndarray, codec: str, rng: np.random.Generator) -> tuple
 _VALIDATION_STREAM = 0
 
 
-def _validation_copy(wave: np.ndarray, clip: Clip, codec: str) -> tuple[np.ndarray, str]:
-    """A validation clip's features after one round trip through `codec` (data.validation_codec)
-    and the augmentation label for its manifest row.
+def _validation_copy(
+    wave: np.ndarray, clip: Clip, codec: str
+) -> tuple[np.ndarray, str, dict[str, float]]:
+    """A validation clip's features after one round trip through `codec` (data.validation_codec),
+    the augmentation label for its manifest row and its as-fed cues (of the round trip).
 
     The row replaces the clip's own (no extra rows): validation keeps its clips and size, and
     every clip of both classes carries the same codec history, so a model that learned "was
@@ -299,7 +322,8 @@ def _validation_copy(wave: np.ndarray, clip: Clip, codec: str) -> tuple[np.ndarr
         copied, label = _round_trip(wave, codec, rng)
     except (UserError, ValueError) as exc:
         raise BadFile(f"{clip.path}: {codec} round trip failed ({exc})") from None
-    return clip_features(fix_length(copied, fp.n_samples, fp.crop, fp.pad), fp), label
+    fitted = fix_length(copied, fp.n_samples, fp.crop, fp.pad)
+    return clip_features(fitted, fp), label, cue_cells("as_fed", fitted, fp.sample_rate)
 
 
 @contextlib.contextmanager
@@ -426,11 +450,15 @@ class _Progress:
             print(line, file=sys.stderr, flush=True)
 
 
+# Per split: the source clips' targets and {view: {cue: values}}, what the audit reads.
+_CueTable = dict[str, tuple[list[int], dict[str, dict[str, list[float]]]]]
+
+
 def _write_splits(
     params: Params, clips: list[Clip], tmp: Path
-) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float, int]:
+) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float, int, _CueTable]:
     """Shards and manifests of every split into `tmp`: (counts of source clips, train stats,
-    bad files, seconds, codec copies written)."""
+    bad files, seconds, codec copies written, the source clips' cues)."""
     fp = params.features
     root = params.data.path or "."
     keeps_waves = params.augment.applies_to(fp.feature_kind)
@@ -439,6 +467,7 @@ def _write_splits(
     stats: dict[str, Any] = {}
     copies = 0
     seconds = 0.0  # duration of the source audio kept, before crop/pad
+    cues: _CueTable = {}
     by_split = {split: [c for c in clips if c.split == split] for split in SPLITS}
     ordered = [c for split in SPLITS for c in by_split[split]]
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
@@ -455,6 +484,11 @@ def _write_splits(
             keep = keeps_waves and split == "train"
             waves = WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
+            targets: list[int] = []
+            views: dict[str, dict[str, list[float]]] = {
+                view: {name: [] for name in CUE_NAMES} for view in CUE_VIEWS
+            }
+            cues[split] = (targets, views)
             progress = _Progress(split, len(split_clips))
             with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
                 manifest = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
@@ -487,6 +521,10 @@ def _write_splits(
                         else:
                             per_label[clip.label] += 1
                             seconds += float(meta["duration_s"] or 0.0)
+                            targets.append(int(clip.target))
+                            for view, table in views.items():
+                                for name, values in table.items():
+                                    values.append(meta.get(cue_column(view, name), np.nan))
                         manifest.writerow(
                             {
                                 "clip_id": _copy_id(clip, copy, meta),
@@ -515,7 +553,7 @@ def _write_splits(
                 )
             if split == "train":
                 stats = writer.statistics()
-    return counts, stats, bad, seconds, copies
+    return counts, stats, bad, seconds, copies, cues
 
 
 def _copy_id(clip: Clip, copy: int, meta: dict[str, Any]) -> str:
@@ -541,7 +579,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        counts, stats, bad, seconds, copies = _write_splits(params, clips, tmp)
+        counts, stats, bad, seconds, copies, cues = _write_splits(params, clips, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-built dataset left behind
         raise
@@ -565,7 +603,43 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
-    return _write_reports(reports, counts, bad, clips, fp, seconds, copies)
+    summary = _write_reports(reports, counts, bad, clips, fp, seconds, copies)
+    write_shortcut_audit(Path(reports) / SHORTCUTS_REPORT, cues, fp)
+    return summary
+
+
+SHORTCUTS_REPORT = "shortcuts.json"
+
+
+def write_shortcut_audit(path: Path, cues: _CueTable, fp: FeaturesParams) -> dict[str, Any]:
+    """`reports/shortcuts.json`: every cue of every split used alone as a score
+    (`scoring.shortcuts.audit`), and a warning on stderr for each cue at 30 % EER or less.
+
+    Source clips only: a codec copy is its source's audio again. Pictures have no audio:
+    their report says the audit was skipped.
+    """
+    if not fp.feature_kind.audio:
+        report: dict[str, Any] = {
+            "skipped": f"features.kind {fp.kind}: the clips are pictures, no audio cues"
+        }
+    else:
+        report = shortcuts.audit(
+            {
+                split: (
+                    np.asarray(targets),
+                    {
+                        view: {name: np.asarray(v, dtype=np.float64) for name, v in table.items()}
+                        for view, table in views.items()
+                    },
+                )
+                for split, (targets, views) in cues.items()
+            }
+        )
+        report["units"] = dict(CUES)
+    write_json(path, report)
+    for line in shortcuts.warnings(report, str(path)):
+        print(line, file=sys.stderr)
+    return report
 
 
 def _write_reports(

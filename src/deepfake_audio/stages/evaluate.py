@@ -17,6 +17,15 @@ The LFCC-GMM baseline's test EER and minDCF (the baseline stage, `reports/baseli
 go into the same report and the same MLflow run, so every run shows where the CNN stands
 against the field's classic baseline on the same clips.
 
+The shortcut audit (`reports/shortcuts.json`, written by the dataset stage: each one-number
+cue's EER used alone as a score) is logged to the same run, as an artifact
+(``dataset/shortcuts.json``) and flat metrics (``shortcut_eer.<split>.<cue>``,
+``shortcut_eer_as_fed.<split>.<cue>``); here rather than in train, so that a change of the
+audit alone reruns this cheap stage and not the training. Next to it, the Spearman rank
+correlation of the model's test scores with every cue (`test_shortcut_spearman` in
+`reports/metrics.json`, ``shortcut_spearman.test.<cue>`` in MLflow): a detector that learned
+a cue shows a correlation near +-1 with it.
+
 Plots: CSV files for `dvc plots` (ROC; DET on normal-deviate axes with its EER, minDCF
 and actDCF points; confusion; score histograms per class; reliability before and after
 calibration) and the same as PNG figures, logged to MLflow under ``evaluation/plots``.
@@ -32,7 +41,7 @@ import numpy as np
 
 from deepfake_audio.config.params import Params
 from deepfake_audio.core.io import read_json, replacing, write_csv, write_json
-from deepfake_audio.scoring import metrics
+from deepfake_audio.scoring import metrics, shortcuts
 from deepfake_audio.scoring.calibration import Decision
 from deepfake_audio.scoring.reporting import (
     BASELINE_METRICS_KEYS,
@@ -326,6 +335,30 @@ def baseline_numbers(baseline_path: Path | None) -> dict[str, Any]:
     return {key: report.get(source) for key, source in BASELINE_METRICS_KEYS.items()}
 
 
+def shortcut_numbers(
+    test_scores: np.ndarray, test_manifest: Any, shortcuts_path: Path | None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """(metrics.json's `test_shortcut_spearman`, flat MLflow metrics of it and of the audit).
+
+    The correlation of the test scores with each cue column of the test manifest, per view;
+    empty where the dataset has no cues (pictures, a dataset from before the audit).
+    """
+    from deepfake_audio.dataset.shards import cue_table
+
+    report: dict[str, Any] = {}
+    flat: dict[str, float] = {}
+    views = cue_table(test_manifest)
+    if views:
+        correlations = shortcuts.score_correlations(test_scores, views)
+        report["test_shortcut_spearman"] = correlations
+        for view, table in correlations.items():
+            prefix = "shortcut_spearman" if view == "raw" else f"shortcut_spearman_{view}"
+            flat.update({f"{prefix}.test.{k}": v for k, v in table.items() if v is not None})
+    if shortcuts_path is not None and Path(shortcuts_path).exists():
+        flat.update(shortcuts.flat_eers(read_json(shortcuts_path, "the shortcut audit")))
+    return report, flat
+
+
 def run(
     params: Params,
     dataset_dir: Path,
@@ -334,6 +367,7 @@ def run(
     metrics_path: Path,
     plots: Path,
     baseline_path: Path | None = None,
+    shortcuts_path: Path | None = None,
 ) -> dict[str, Any]:
     import tempfile
 
@@ -368,6 +402,8 @@ def run(
     )
     summary["synthetic_demo_corpus"] = params.data.source == "demo"
     summary.update(baseline)
+    shortcut_report, shortcut_flat = shortcut_numbers(test_scores, test_manifest, shortcuts_path)
+    summary.update(shortcut_report)
     write_json(metrics_path, summary)
     detail_path = Path(metrics_path).with_name("evaluation.json")
     threshold = decision.threshold if decision is not None else summary["threshold"]
@@ -379,6 +415,7 @@ def run(
     }
     flat.update({f"test_eer_{a}": v for a, v in summary["test_per_attack_eer"].items()})
     flat["notebook_style_test_accuracy"] = summary["notebook_style"]["test_accuracy"]
+    flat.update(shortcut_flat)
     with tempfile.TemporaryDirectory(prefix="deepfake-audio-figures-") as figures:
         pictures = write_figures(
             Path(figures), test_scores, test_targets, threshold, decision=decision
@@ -389,6 +426,8 @@ def run(
             mlflow.log_artifact(str(detail_path), artifact_path="evaluation")
             for path in [*written, *pictures]:
                 mlflow.log_artifact(str(path), artifact_path="evaluation/plots")
+            if shortcuts_path is not None and Path(shortcuts_path).exists():
+                mlflow.log_artifact(str(shortcuts_path), artifact_path="dataset")
             mlflow.set_tag("test_eer", f"{summary['test_eer']:.6f}")
     demo = " (synthetic demo corpus)" if summary["synthetic_demo_corpus"] else ""
     rule = decision.rule if decision is not None else "validation_eer"

@@ -69,7 +69,8 @@ def merge(base: dict, over: dict) -> dict:
 def stage_env(tracking_uri: str | None = None) -> dict[str, str]:
     """The environment git, dvc and the stages run in inside a temporary project repository:
     this venv's commands first, quiet stages, a git identity, and no `DVC_EXP_NAME` leaking
-    in from an experiment the test suite itself may run under."""
+    in from an experiment the test suite itself may run under, nor an MLflow experiment id
+    that an in-process test made active."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -82,6 +83,8 @@ def stage_env(tracking_uri: str | None = None) -> dict[str, str]:
     if tracking_uri is not None:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("DVC_EXP_NAME", None)
+    # mlflow.set_experiment in this process exports the active experiment for subprocesses.
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
     return env
 
 

@@ -176,3 +176,45 @@ def test_mlflow_telemetry_is_off_unless_the_user_set_it(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert os.environ[cli.TELEMETRY_ENV] == "false"
+
+
+def test_connect_makes_the_experiment_active_after_losing_the_race_to_create_it(
+    mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two queued stages creating one new experiment at once: MLflow's set_experiment, on the
+    losing side, returned the experiment without making it active, and a CI run's baseline
+    went to the experiment an inherited MLFLOW_EXPERIMENT_ID named. Here the other process is
+    played by creating the experiment between this process's lookup and its create, against
+    the real server; the run must still land in the experiment asked for."""
+    import uuid
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    elsewhere = client.create_experiment(f"elsewhere-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", elsewhere)  # inherited from a parent process
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    name = f"raced-{uuid.uuid4().hex[:8]}"
+    lookup = TrackingServiceClient.get_experiment_by_name
+    calls = {"n": 0}
+
+    def other_process_creates_it_first(self, experiment_name):
+        calls["n"] += 1
+        if experiment_name == name and calls["n"] == 1:
+            MlflowClient(tracking_uri=mlflow_server).create_experiment(name)
+            return None  # what this process saw just before the other one created it
+        return lookup(self, experiment_name)
+
+    # What set_experiment asks (TrackingServiceClient, MLflow 3.17), made to see the race.
+    monkeypatch.setattr(
+        TrackingServiceClient, "get_experiment_by_name", other_process_creates_it_first
+    )
+    experiment_id = tracking.connect(name)
+    with mlflow.start_run() as run:
+        pass
+    assert calls["n"] >= 2, "the race path ran"
+    assert experiment_id == client.get_experiment_by_name(name).experiment_id
+    assert run.info.experiment_id == experiment_id != elsewhere

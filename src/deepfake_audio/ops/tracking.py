@@ -39,6 +39,11 @@ def connect(experiment_name: str) -> str:
     set_http_retry_defaults()
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(experiment_name)
+    # Pinned by id as well: when two stages create the same new experiment at once (`dvc queue
+    # start -j 2`), MLflow's set_experiment, losing that race, returns the experiment WITHOUT
+    # making it active, and the stage's run then lands in whatever MLFLOW_EXPERIMENT_ID names
+    # (an inherited one, or Default). Seen once in CI: a queued baseline run filed elsewhere.
+    experiment = mlflow.set_experiment(experiment_id=experiment.experiment_id)
     return experiment.experiment_id
 
 

@@ -33,8 +33,8 @@ ROOMS = {
     "scoring": {"core", "scoring"},
     "dataset": {"core", "config", "dsp", "dataset"},
     # Pretrained front ends (Whisper's encoder): their weights reader and frozen layers.
-    "frontends": {"core", "config", "frontends"},
-    "models": {"core", "config", "frontends", "models"},
+    "frontends": {"core", "config", "dsp", "frontends"},
+    "models": {"core", "config", "dsp", "frontends", "models"},
     # A served model runs the feature code of training, its calibration, and needs its
     # architecture's (and front end's) registered layers to load in safe mode.
     "serving": {"core", "config", "dsp", "scoring", "frontends", "models", "serving"},

@@ -34,6 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from deepfake_audio.dsp.features import mel_filterbank
 from deepfake_audio.frontends import ctranslate2_weights
 from deepfake_audio.frontends.ctranslate2_weights import WhisperWeights
 
@@ -44,26 +45,10 @@ LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's
 
 
 def mel_filters(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = 80) -> np.ndarray:
-    """Whisper's mel filters, (n_mels, n_fft // 2 + 1) float64: librosa.filters.mel's defaults
-    (Slaney mel scale from 0 Hz to sample_rate / 2, Slaney area normalisation), which Whisper's
-    assets/mel_filters.npz was made with."""
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, log_step = min_log_hz / f_sp, np.log(6.4) / 27.0
-
-    def to_mel(hz: np.ndarray) -> np.ndarray:
-        log_part = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / log_step
-        return np.where(hz >= min_log_hz, log_part, hz / f_sp)
-
-    def to_hz(mel: np.ndarray) -> np.ndarray:
-        log_part = min_log_hz * np.exp(log_step * (np.maximum(mel, min_log_mel) - min_log_mel))
-        return np.where(mel >= min_log_mel, log_part, mel * f_sp)
-
-    edges = to_hz(np.linspace(to_mel(np.float64(0.0)), to_mel(sample_rate / 2.0), n_mels + 2))
-    bins = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
-    rising = (bins[None, :] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
-    falling = (edges[2:, None] - bins[None, :]) / (edges[2:] - edges[1:-1])[:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    """Whisper's mel filters, (n_mels, n_fft // 2 + 1): librosa.filters.mel's defaults (Slaney
+    mel scale from 0 Hz to sample_rate / 2, Slaney area normalisation), which Whisper's
+    assets/mel_filters.npz was made with - the project's own filterbank (`dsp.features`)."""
+    return mel_filterbank(sample_rate, n_fft, n_mels)
 
 
 def dft_kernel(n_fft: int = N_FFT) -> np.ndarray:

@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--loco" in (sys.argv[1:] if argv is None else argv):
+        # Leave-one-corpus-out over data.corpora: benchmarks/loco.py.
+        from benchmarks import loco
+
+        return loco.main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--loco"])
     args = build_parser().parse_args(argv)
     cwd = Path.cwd()
     if not (cwd / "dvc.yaml").is_file() or not (cwd / ".git").exists():

@@ -34,6 +34,7 @@ METRIC_TAGS = (
     "validation_eer",
     "threshold",
     "validation_eer_threshold",
+    "xcorpus_eer",  # data.corpora: the mean EER of the eval corpora
 )
 # How each gate metric is shown: (label, as a percentage?).
 METRIC_DISPLAY = {
@@ -41,6 +42,7 @@ METRIC_DISPLAY = {
     "test_min_dcf": ("test minDCF", False),
     "test_act_dcf": ("test actDCF", False),
     "test_cllr": ("test Cllr (bits)", False),
+    "xcorpus_eer": ("cross-corpus EER", True),
 }
 MODEL_DESCRIPTION = (
     "Spoofed-speech detector, an MLflow pyfunc that takes raw audio: a DataFrame column "

@@ -223,6 +223,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
             "(reports/metrics.json from before it was measured? rerun `dvc repro evaluate`)"
         )
     decision = run_info.get("decision")
+    source = "corpora" if params.data.corpora else params.data.source  # data.corpora: many
     run = client.get_run(run_info["run_id"])
     tags = {
         **{
@@ -234,7 +235,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
         "dvc_exp_name": run.data.tags.get("dvc_exp_name", ""),
         "dataset_digest": run.data.tags.get("dataset_digest", ""),
         "architecture": run.data.params.get("architecture", ""),
-        "data_source": params.data.source,
+        "data_source": source,
         "train_run_id": run_info["run_id"],
         "promote_metric": metric,
     }
@@ -251,7 +252,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
             f"evaluate chose {summary['threshold']:.6f}; labels follow the former",
             file=sys.stderr,
         )
-    description = describe(tags, summary, params.data.source, decision)
+    description = describe(tags, summary, source, decision)
     try:
         registered = client.get_registered_model(name)
     except MlflowException:

@@ -92,7 +92,9 @@ def experiments(shown: Any) -> dict[str, dict[str, Any]]:
             metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get(
                 "data"
             ) or {}
-            if node.get("name") and params:
+            # A queued experiment can be listed twice (its queue entry, its result): the
+            # entry without metrics must not hide the result.
+            if node.get("name") and params and (metrics or node["name"] not in found):
                 found[node["name"]] = {"params": params, "metrics": metrics}
             for value in node.values():
                 walk(value)

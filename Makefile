@@ -81,6 +81,8 @@ bench: $(BIN)/.installed ## run the benchmark suite (BENCH_ARGS="--only features
 # Seed variance: N seeds per architecture as DVC experiments through `dvc queue`, on the
 # server `make server` runs; reports/quality.json. e.g. make quality QUALITY_ARGS="--architectures
 # compact_cnn,lcnn -S data.source=folders -S data.path=../shared/datasets/for-sample"
+# Leave-one-corpus-out over a data.corpora list (reports/loco.json, reports/loco.md), e.g.
+# make quality QUALITY_ARGS="--loco --corpora benchmarks/loco_shared.yaml --seeds 0"
 quality: $(BIN)/.installed ## seeds 0,1,2 of the pipeline via dvc queue -> reports/quality.json
 	deepfake-audio server start
 	$(BIN)/python -m benchmarks quality $(QUALITY_ARGS)

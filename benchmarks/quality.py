@@ -92,7 +92,9 @@ def experiments(shown: Any) -> dict[str, dict[str, Any]]:
             metrics = ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get(
                 "data"
             ) or {}
-            if node.get("name") and params:
+            # A queued experiment can be listed twice (its queue entry, its result): the
+            # entry without metrics must not hide the result.
+            if node.get("name") and params and (metrics or node["name"] not in found):
                 found[node["name"]] = {"params": params, "metrics": metrics}
             for value in node.values():
                 walk(value)
@@ -199,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--loco" in (sys.argv[1:] if argv is None else argv):
+        # Leave-one-corpus-out over data.corpora: benchmarks/loco.py.
+        from benchmarks import loco
+
+        return loco.main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--loco"])
     args = build_parser().parse_args(argv)
     cwd = Path.cwd()
     if not (cwd / "dvc.yaml").is_file() or not (cwd / ".git").exists():

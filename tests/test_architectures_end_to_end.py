@@ -216,6 +216,75 @@ def _check_the_augmented_waveform_run(repo: Repo, stats: dict) -> None:
     assert scores["error"][0] == "" and 0.0 <= float(scores["fake_probability"][0]) <= 1.0
 
 
+def test_a_corpus_list_goes_through_dvc_exp_run_with_cross_corpus_metrics(repo: Repo) -> None:
+    """`-S data.corpora=[...]`: one training corpus, one held out for selection (what
+    `tune.objective: xcorpus_eer` tunes and stops on), one held out of everything (what
+    `registry.promote_metric: xcorpus_eer` gates on); their numbers in metrics.json,
+    `dvc exp show`, the DET plot and MLflow."""
+    from benchmarks import loco, quality
+
+    from test_corpora import write_corpus
+
+    data = repo.root.parent / "corpora"
+    write_corpus(data / "alpha", groups=6, rate=16000)
+    write_corpus(data / "beta", groups=2, rate=22050, systems=("voc-x",), seed=7)
+    write_corpus(data / "gamma", groups=3, rate=24000, systems=("voc-y", "voc-z"), seed=9)
+    corpora = [
+        {"name": "alpha", "path": str(data / "alpha"), "group_pattern": r"^(u\d+)_"},
+        {"name": "beta", "path": str(data / "beta"), "role": "select"},
+        {"name": "gamma", "path": str(data / "gamma"), "role": "eval"},
+    ]
+    run_command(["git", "checkout", "--", "params.yaml"], repo.root, repo.env)
+    name = "corpora-tdnn"
+    run_command(
+        ["dvc", "exp", "run", "-n", name]
+        + ["-S", f"data.path={loco.hydra(str(data))}"]
+        + ["-S", f"data.corpora={loco.hydra(corpora)}"]
+        + ["-S", "tune.objective=xcorpus_eer", "-S", "registry.promote_metric=xcorpus_eer"]
+        + ["-S", "model.architecture=tdnn", "-S", "features.kind=lfcc"]
+        + ["-S", f"registry.model_name={repo.model_name('corpora')}"],
+        repo.root,
+        repo.env,
+    )
+    metrics = repo.json("reports/metrics.json")
+    gamma, beta = metrics["xcorpus"]["gamma"], metrics["xcorpus"]["beta"]
+    assert (gamma["role"], beta["role"]) == ("eval", "select")
+    assert metrics["xcorpus_eer"] == gamma["eer"] and metrics["xcorpus_select_eer"] == beta["eer"]
+    for key in ("eer", "min_dcf", "act_dcf", "cllr", "baseline_lfcc_gmm_eer", "best_cue_eer"):
+        assert isinstance(gamma[key], float), key
+    assert metrics["baseline_lfcc_gmm_xcorpus_eer"] == gamma["baseline_lfcc_gmm_eer"]
+    assert repo.json("reports/registry.json")["promote_metric"] == "xcorpus_eer"
+    assert repo.json("reports/dataset.json")["per_split"]["xcorpus_eval"] == {
+        "bonafide": 3,
+        "spoof": 6,
+    }
+    # The per-system EERs: evaluation.json and MLflow, not metrics.json.
+    systems = repo.json("reports/evaluation.json")["xcorpus"]["corpora"]["gamma"]
+    assert set(systems["per_attack_eer"]) == {"voc-y", "voc-z"}
+    det = (repo.root / "reports/plots/xcorpus_det.csv").read_text().splitlines()
+    assert det[0] == "corpus,far,frr,far_probit,frr_probit"
+    assert {row.split(",")[0] for row in det[1:]} == {"beta", "gamma"}
+
+    shown = quality.experiments(
+        json.loads(run_command(["dvc", "exp", "show", "--json"], repo.root, repo.env))
+    )
+    assert shown[name]["metrics"]["xcorpus_eer"] == metrics["xcorpus_eer"]
+    assert shown[name]["metrics"]["xcorpus"]["gamma"]["eer"] == gamma["eer"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=repo.env["MLFLOW_TRACKING_URI"])
+    run_id = repo.json("models/run.json")["run_id"]
+    logged = client.get_run(run_id).data.metrics
+    assert logged["xcorpus_eer"] == pytest.approx(metrics["xcorpus_eer"])
+    assert logged["xcorpus.gamma.eer.voc-y"] == systems["per_attack_eer"]["voc-y"]
+    artifacts = [a.path for a in client.list_artifacts(run_id, "evaluation/plots")]
+    assert "evaluation/plots/xcorpus_det.png" in artifacts
+    experiment = client.get_experiment_by_name(repo.params["mlflow"]["experiment_name"])
+    searches = client.search_runs([experiment.experiment_id], "tags.stage = 'tune'", max_results=50)
+    assert any("best_xcorpus_eer" in r.data.metrics for r in searches)
+
+
 # One fresh interpreter scores the recording with every registered version in turn, through
 # the CLI's own entry point (a process per version cost a TensorFlow start-up each).
 _PREDICT_EACH = """

@@ -178,7 +178,7 @@ def test_each_architecture_default_search_space_is_params_yaml_s() -> None:
         (
             {"registry": {"promote_metric": "test_auc"}},
             "registry.promote_metric: 'test_auc' is not allowed (allowed: test_eer, test_min_dcf, "
-            "test_act_dcf, test_cllr)",
+            "test_act_dcf, test_cllr, xcorpus_eer)",
         ),
         (
             {"tune": {"search_space": {"learning_rate": {"min": 0, "max": 1, "sampling": "log"}}}},

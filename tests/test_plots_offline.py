@@ -85,6 +85,8 @@ def write_plot_files(root: Path) -> None:
         "2.0,0.75,0.0\n",
         "reliability_raw.csv": "predicted,observed,clips\n0.1,0.2,10\n0.9,0.8,10\n",
         "reliability_calibrated.csv": "predicted,observed,clips\n0.15,0.2,10\n0.85,0.8,10\n",
+        "xcorpus_det.csv": "corpus,far,frr,far_probit,frr_probit\na,0.5,0.1,0.0,-1.28\n"
+        "a,0.1,0.5,-1.28,0.0\nb,0.9,0.0,1.28,-3.7\nb,0.5,0.5,0.0,0.0\n",
     }
     (root / "reports" / "plots").mkdir(parents=True)
     for name, text in files.items():
@@ -160,7 +162,7 @@ def test_dvc_plots_show_writes_a_page_that_loads_nothing_remote(tmp_path: Path) 
         assert not loading, f"<{tag}> loads {loading}"
         assert "url=" not in (attrs.get("content") or "").lower(), f"<{tag} {attrs}> redirects"
     assert not re.search(r"@import|url\(", "".join(parsed.text["style"]))
-    assert len(parsed.text["script"]) == 3 + 5  # the three libraries, one per plot
+    assert len(parsed.text["script"]) == 3 + 6  # the three libraries, one per plot
     assert not re.search(r"cdn|jsdelivr|unpkg", page, re.I)
 
     # The URLs anywhere in the page, inlined code included, are names, not fetches.
@@ -176,7 +178,12 @@ def test_dvc_plots_show_writes_a_page_that_loads_nothing_remote(tmp_path: Path) 
         "Confusion_at_the_served_threshold",
         "Test_score_histograms",
         "Reliability",
+        "Cross-corpus_DET",
     }
+    # One DET line per held-out corpus: the project's template colours by the corpus column.
+    det = plots["Cross-corpus_DET"]
+    assert det["encoding"]["color"]["field"] == "corpus"
+    assert {v["corpus"] for v in det["data"]["values"]} == {"a", "b"}
     for name, spec in plots.items():
         assert "url" not in keys(spec), f"{name} fetches data"  # the data is inlined
     roc = plots["ROC"]

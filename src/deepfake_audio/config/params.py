@@ -39,13 +39,23 @@ WHISPER_POOLING = ("mean_std", "mean")
 CROP_POLICIES = ("start", "center")
 PAD_POLICIES = ("repeat", "zeros")
 TUNERS = ("random", "bayesian", "hyperband")
-OBJECTIVES = ("val_eer", "val_accuracy")
+# xcorpus_eer: the mean EER over the data.corpora of role `select`, every epoch (see CorpusParams).
+OBJECTIVES = ("val_eer", "val_accuracy", "xcorpus_eer")
 CALIBRATION_METHODS = ("logistic", "isotonic", "none")
 THRESHOLD_RULES = ("bayes", "validation_eer")
 # Metrics the champion gate may compare: every one is lower-is-better and is written by the
 # evaluate stage to reports/metrics.json and to each registry version's tags.
-PROMOTE_METRICS = ("test_eer", "test_min_dcf", "test_act_dcf", "test_cllr")
-MONITORS = ("val_loss", "val_accuracy", "val_eer")
+# xcorpus_eer: the mean EER over the data.corpora of role `eval` (held out from everything).
+PROMOTE_METRICS = ("test_eer", "test_min_dcf", "test_act_dcf", "test_cllr", "xcorpus_eer")
+MONITORS = ("val_loss", "val_accuracy", "val_eer", "xcorpus_eer")
+# data.corpora[].role: `train` corpora are split into train/validation/test and pooled;
+# `select` corpora are held out of training and scored every epoch for tune.objective (and
+# early stopping) when that is xcorpus_eer; `eval` corpora are held out of training and of
+# every choice, and only scored by the evaluate stage (xcorpus_eer in reports/metrics.json).
+CORPUS_ROLES = ("train", "select", "eval")
+CORPUS_SOURCES = ("folders", "asvspoof")
+# A corpus name becomes part of metric names (xcorpus.<name>.eer): no dots, no spaces.
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 CLASS_WEIGHTS = ("balanced", "none")
 # Codecs of the dataset stage's extra training copies (dsp.augment.CODECS).
 AUGMENT_CODECS = ("mp3", "ogg")
@@ -72,6 +82,25 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
+class CorpusParams:
+    """One entry of `data.corpora`: a named corpus, where it is, and what it is used for.
+
+    `path` is relative to the project root (as `data.path` is) and must lie inside
+    `data.path`, the dataset stage's DVC dependency, so that a change to any corpus reruns
+    it. `source`, `group_pattern`, `protocols` and `split` mean what the `data.*` keys of the
+    same names mean for a single corpus.
+    """
+
+    name: str
+    path: str
+    role: str = "train"
+    source: str = "folders"
+    group_pattern: str | None = None
+    protocols: dict[str, str] = field(default_factory=dict)
+    split: SplitParams = field(default_factory=SplitParams)
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str = "demo"
     path: str | None = "data/raw"
@@ -92,6 +121,12 @@ class DataParams:
     # training and validation splits were MP3s, no test fake was). Selection on validation
     # then cannot reward a codec shortcut. Test and serving never see it.
     validation_codec: str | None = None
+    # Several named corpora (empty: the single corpus of the keys above). See CorpusParams.
+    corpora: tuple[CorpusParams, ...] = ()
+
+    def roles(self) -> set[str]:
+        """The roles data.corpora uses (empty for a single corpus)."""
+        return {c.role for c in self.corpora}
 
 
 @dataclass(frozen=True)
@@ -497,8 +532,7 @@ def _search_space(raw: Any, architecture: str) -> dict[str, Hyperparameter]:
     return _one_search_space(catalogue[architecture].search_space, key, architecture)
 
 
-def _split(raw: Any) -> SplitParams:
-    key = "data.split"
+def _split(raw: Any, key: str = "data.split") -> SplitParams:
     raw = _check_keys(raw, key, _names(SplitParams))
     default = SplitParams()
     shares = {
@@ -524,6 +558,74 @@ def _pattern(raw: dict, key: str, name: str) -> str | None:
     if compiled.groups < 1:
         raise _fail(f"{key}.{name}", f"{value!r} needs a capture group (the speaker/group)")
     return value
+
+
+def _needs_role(data: DataParams, key: str, value: str, role: str) -> None:
+    """xcorpus_eer is measured on held-out corpora: a setting that uses it needs one."""
+    if value == "xcorpus_eer" and role not in data.roles():
+        raise _fail(key, f"xcorpus_eer needs a data.corpora entry with role: {role} (none has)")
+
+
+def _corpora(raw: Any, data_path: Any, split: Any) -> tuple[CorpusParams, ...]:
+    """`data.corpora`: a list of {name, path, role, source, group_pattern, protocols, split}.
+
+    Checked here, lexically, before any work: a missing or duplicate name, an unknown role
+    or source, a path outside `data.path` (the DVC dependency that reruns the dataset stage
+    when a corpus changes). Whether each path holds a corpus is the dataset stage's check.
+    """
+    key = "data.corpora"
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise _fail(key, f"expected a list of corpora ({{name, path, role, ...}}), got {raw!r}")
+    corpora: list[CorpusParams] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"{key}[{index}]"
+        entry = _check_keys(entry, where, _names(CorpusParams))
+        if not entry:
+            raise _fail(where, "is empty (a corpus needs at least name and path)")
+        name = entry.get("name")
+        if not isinstance(name, str) or not CORPUS_NAME.match(name):
+            raise _fail(
+                f"{where}.name",
+                f"{name!r} is not a corpus name (letters, digits, _ and -; it names metrics)",
+            )
+        if name in seen:
+            raise _fail(f"{where}.name", f"{name!r} is a duplicate (each corpus once)")
+        seen.add(name)
+        if "path" not in entry:
+            raise _fail(f"{where}.path", f"is required (corpus {name!r})")
+        path = _str(entry, where, "path", None)
+        if data_path is None or not _lexically_inside(path, str(data_path)):
+            raise _fail(
+                f"{where}.path",
+                f"{path!r} (corpus {name!r}) is not inside data.path {data_path!r}, the dataset "
+                "stage's DVC dependency: set data.path to a folder that holds every corpus",
+            )
+        corpus_split = entry.get("split", split)
+        corpora.append(
+            CorpusParams(
+                name=name,
+                path=path,
+                role=_choice(entry, where, "role", "train", CORPUS_ROLES),
+                source=_choice(entry, where, "source", "folders", CORPUS_SOURCES),
+                group_pattern=_pattern(entry, where, "group_pattern"),
+                protocols=_protocols(entry.get("protocols"), f"{where}.protocols"),
+                split=_split(corpus_split, f"{where}.split" if "split" in entry else "data.split"),
+            )
+        )
+    if corpora and not any(c.role == "train" for c in corpora):
+        raise _fail(key, "no entry has role: train (one corpus at least is trained on)")
+    return tuple(corpora)
+
+
+def _lexically_inside(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it, both relative to the project root (no disk)."""
+    import os.path
+
+    a, b = os.path.abspath(path), os.path.abspath(root)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
 
 
 def _lfcc(raw: Any, n_fft: int) -> LfccParams:
@@ -572,9 +674,9 @@ def _image_size(raw: Any) -> tuple[int, int]:
     return (raw[0], raw[1])
 
 
-def _protocols(raw: Any) -> dict[str, str]:
-    raw = _check_keys(raw, "data.protocols", ("train", "validation", "test"))
-    return {split: _str(raw, "data.protocols", split, None) for split in raw}
+def _protocols(raw: Any, key: str = "data.protocols") -> dict[str, str]:
+    raw = _check_keys(raw, key, ("train", "validation", "test"))
+    return {split: _str(raw, key, split, None) for split in raw}
 
 
 def _calibration(raw: Any) -> CalibrationParams:
@@ -679,6 +781,7 @@ def parse_params(raw: Any) -> Params:
         split=_split(d.get("split")),
         group_pattern=_pattern(d, "data", "group_pattern"),
         validation_codec=_optional_choice(d, "data", "validation_codec", AUGMENT_CODECS),
+        corpora=_corpora(d.get("corpora"), d.get("path", dd.path), d.get("split")),
     )
     if data.source != "demo" and data.path is None:
         raise _fail("data.path", f"is required when data.source is {data.source!r}")
@@ -721,6 +824,8 @@ def parse_params(raw: Any) -> Params:
             f"{features.kind!r} does not fit data.source {data.source!r} "
             f"(images need features.kind: {pictures}, audio needs {sounds})",
         )
+    if data.corpora and not audio:
+        raise _fail("data.corpora", f"needs audio (features.kind {features.kind!r} is pictures)")
     if data.validation_codec is not None and not audio:
         raise _fail("data.validation_codec", "needs audio (features.kind: image has no audio)")
     if features.max_seconds < features.clip_seconds:
@@ -784,6 +889,10 @@ def parse_params(raw: Any) -> Params:
         ),
     )
 
+    _needs_role(data, "tune.objective", tune.objective, "select")
+    _needs_role(data, "tune.early_stopping.monitor", tune.early_stopping.monitor, "select")
+    _needs_role(data, "tune.reduce_lr.monitor", tune.reduce_lr.monitor, "select")
+
     tr = _check_keys(raw.get("train"), "train", _names(TrainParams))
     trd = TrainParams()
     train = TrainParams(
@@ -808,6 +917,8 @@ def parse_params(raw: Any) -> Params:
             rg, "registry", "promote_metric", rgd.promote_metric, PROMOTE_METRICS
         ),
     )
+
+    _needs_role(data, "registry.promote_metric", registry.promote_metric, "eval")
 
     bl = _check_keys(raw.get("baseline"), "baseline", _names(BaselineParams))
     baseline = BaselineParams(

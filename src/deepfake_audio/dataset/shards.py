@@ -74,6 +74,7 @@ MANIFEST_COLUMNS = (
     "target",
     "speaker",
     "attack",
+    "corpus",  # its data.corpora entry's name; empty for the single corpus of data.path
     "duration_s",
     "sample_rate",
     "sha256",
@@ -348,6 +349,10 @@ class SpectrogramDataset:
         import pandas as pd
 
         return pd.read_csv(self.root / f"manifest_{split}.csv", keep_default_na=False)
+
+    def has_split(self, split: str) -> bool:
+        """Whether the dataset holds `split` (held-out corpora's splits exist only with them)."""
+        return (self.root / f"manifest_{split}.csv").is_file()
 
     def labels(self, split: str) -> np.ndarray:
         return self.manifest(split)["target"].to_numpy(dtype=np.float32)

@@ -21,6 +21,9 @@ from deepfake_audio.core.errors import UserError
 from deepfake_audio.core.paths import inside
 
 SPLITS = ("train", "validation", "test")
+# The dataset's splits of held-out corpora (data.corpora roles select and eval): every clip of
+# such a corpus, whatever its own layout's split, goes to its role's split.
+HELDOUT_SPLITS = {"select": "xcorpus_select", "eval": "xcorpus_eval"}
 LABELS = ("bonafide", "spoof")
 
 
@@ -33,6 +36,7 @@ class Clip:
     speaker: str = ""
     attack: str = "-"  # attack/system id where the source knows it, "-" for bona fide
     demo_seed: int | None = None  # set for demo clips: the clip is generated from it
+    corpus: str = ""  # its data.corpora entry's name ("" for the single corpus of data.path)
 
     @property
     def target(self) -> int:
@@ -42,6 +46,10 @@ class Clip:
 
 def list_clips(params: Params) -> list[Clip]:
     """Every clip of the configured source, in a deterministic order."""
+    if params.data.corpora:
+        from deepfake_audio.sources import corpora
+
+        return corpora.list_clips(params)
     source = params.data.source
     if source == "demo":
         return _demo_clips(params)

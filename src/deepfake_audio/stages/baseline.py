@@ -108,8 +108,9 @@ def reuses_cnn_features(params: Params) -> bool:
 def check_same_clips(lfcc: Any, spectrograms: Any) -> None:
     """Fail unless both datasets hold the same clips in every split (UserError otherwise)."""
     from deepfake_audio.sources import SPLITS
+    from deepfake_audio.stages.xcorpus import heldout_splits
 
-    for split in SPLITS:
+    for split in (*SPLITS, *heldout_splits(spectrograms)):
         ours = list(lfcc.manifest(split)["clip_id"].astype(str))
         manifest = spectrograms.manifest(split)
         if "copy_of" in manifest:  # the CNN's codec copies of training clips are not clips
@@ -251,9 +252,18 @@ def evaluate(models: dict[str, Any], data: Any) -> dict[str, Any]:
     return summary
 
 
+def evaluate_heldout(models: dict[str, Any], data: Any) -> dict[str, Any]:
+    """The held-out corpora's numbers (data.corpora roles select and eval), each corpus
+    scored alone, as the evaluate stage scores the network; {} without such corpora."""
+    from deepfake_audio.stages import xcorpus as heldout
+
+    return heldout.report(heldout.scored(data, lambda split: clip_scores(models, data, split)))
+
+
 def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
     """Build LFCC, fit both GMMs, score, write `out` and log an MLflow run; returns the report."""
     from deepfake_audio.ops import tracking
+    from deepfake_audio.stages import xcorpus as heldout
 
     if params.data.source == "images":
         report: dict[str, Any] = {"skipped": IMAGES_SKIPPED}
@@ -286,14 +296,16 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
         models = fit_models(frames, bp.components, params.seed, workers)
         fit_seconds = time.monotonic() - fit_started
         report = evaluate(models, data)
+        held = evaluate_heldout(models, data)
     report.update(
         {
             "components": bp.components,
             "frames_per_class": {label: int(len(f)) for label, f in frames.items()},
             "converged": {label: bool(m.converged_) for label, m in models.items()},
-            "synthetic_demo_corpus": params.data.source == "demo",
+            "synthetic_demo_corpus": params.data.source == "demo" and not params.data.corpora,
         }
     )
+    report.update(heldout.baseline_entries(held))
     write_json(out, report)
 
     flat = {
@@ -303,6 +315,7 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
     flat.update({f"em_iterations_{label}": int(m.n_iter_) for label, m in models.items()})
     flat["features_seconds"] = round(features_seconds, 2)
     flat["fit_seconds"] = round(fit_seconds, 2)
+    flat.update(heldout.flat(held))
     tags = {**tracking.run_tags(digest, stage="baseline"), "baseline": "lfcc-gmm"}
     with mlflow.start_run(run_name="baseline-lfcc-gmm", tags=tags):
         mlflow.log_params(
@@ -329,4 +342,6 @@ def run(params: Params, spectrograms: Path, out: Path) -> dict[str, Any]:
         f"EM {fit_seconds:.1f} s",
         file=sys.stderr,
     )
+    if held:
+        print(heldout.summary_line(held, "baseline LFCC-GMM, held-out corpora"), file=sys.stderr)
     return report

@@ -40,20 +40,80 @@ class ValidationEER(keras.callbacks.Callback):
 
     Put it first in the callback list: EarlyStopping, keras-tuner's objective
     tracking and the MLflow logger then all see `val_eer` like any Keras metric.
+
+    With `selection` (`selection_input`: the dataset, targets and corpus names of the
+    data.corpora of role `select`, held out of training) it adds `xcorpus_eer` too: the mean
+    over those corpora of each one's EER, what `tune.objective: xcorpus_eer` (and early
+    stopping, the kept epoch) select on, so that choices favour a model that transfers to
+    corpora it never trained on. The `eval` corpora, which the reported `xcorpus_eer` of
+    reports/metrics.json averages, are never seen here. A mean of per-corpus EERs, not one
+    pooled EER: corpora differ in size and prior, and a pooled number would mostly measure
+    the largest.
     """
 
-    def __init__(self, dataset: Any, targets: np.ndarray) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        targets: np.ndarray,
+        selection: tuple[Any, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
         self.dataset = dataset
         self.targets = np.asarray(targets)
+        self.selection = selection
 
     def __deepcopy__(self, memo: dict) -> ValidationEER:
-        return ValidationEER(self.dataset, self.targets)
+        return ValidationEER(self.dataset, self.targets, self.selection)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scores = self.model.predict(self.dataset, verbose=0)
         if logs is not None:
             logs["val_eer"] = validation_eer(scores, self.targets)
+        if self.selection is not None and logs is not None:
+            dataset, targets, corpora = self.selection
+            held_out = np.asarray(self.model.predict(dataset, verbose=0)).ravel()
+            logs["xcorpus_eer"] = selection_eer(held_out, np.asarray(targets), corpora)
+
+
+def selection_eer(scores: np.ndarray, targets: np.ndarray, corpora: np.ndarray) -> float:
+    """The mean over corpora of each one's `validation_eer` (`corpora`: each clip's name)."""
+    names = np.asarray(corpora).astype(str)
+    return float(
+        np.mean(
+            [
+                validation_eer(scores[names == name], targets[names == name])
+                for name in dict.fromkeys(names.tolist())
+            ]
+        )
+    )
+
+
+# The dataset split of the `select` corpora (sources.HELDOUT_SPLITS["select"]).
+SELECT_SPLIT = "xcorpus_select"
+
+
+def selection_input(
+    params: Any, data: Any, objective: bool = True
+) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """(dataset, targets, corpora) of the select corpora when a setting reads xcorpus_eer:
+    the early-stopping or learning-rate monitor, and with `objective` (tune) the objective."""
+    es, rl = params.tune.early_stopping, params.tune.reduce_lr
+    read = (es.monitor, rl.monitor, *((params.tune.objective,) if objective else ()))
+    if "xcorpus_eer" not in read:
+        return None
+    if not data.has_split(SELECT_SPLIT):
+        from deepfake_audio.core.errors import UserError
+
+        raise UserError(
+            "tune.objective: xcorpus_eer needs the dataset's select corpora (data.corpora "
+            "role: select), which it does not hold; rerun `dvc repro dataset`"
+        )
+    manifest = data.manifest(SELECT_SPLIT)
+    return (
+        data.tf_dataset(SELECT_SPLIT, params.tune.batch_size),
+        manifest["target"].to_numpy(),
+        manifest["corpus"].astype(str).to_numpy(),
+    )
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -110,7 +170,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 # Step metrics: on a validation split of N clips they take few values, so epochs tie.
-STEP_METRICS = ("val_eer", "val_accuracy")
+STEP_METRICS = ("val_eer", "val_accuracy", "xcorpus_eer")
 
 
 class BestEpoch(keras.callbacks.EarlyStopping):
@@ -163,17 +223,23 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.model.set_weights(self.best_weights)
 
 
-def standard_callbacks(params: Any, val_dataset: Any, val_targets: np.ndarray) -> list:
-    """val_eer first, then the notebook's EarlyStopping and ReduceLROnPlateau.
+def standard_callbacks(
+    params: Any,
+    val_dataset: Any,
+    val_targets: np.ndarray,
+    selection: tuple[Any, np.ndarray, np.ndarray] | None = None,
+) -> list:
+    """val_eer first (and xcorpus_eer, with `selection_input`'s select corpora), then the
+    notebook's EarlyStopping and ReduceLROnPlateau.
 
     Order matters: Keras calls callbacks in list order at each epoch's end, so `ValidationEER`
     must write `val_eer` into the logs before EarlyStopping, ReduceLROnPlateau and
     keras-tuner's best-epoch checkpoint (appended after these) read it.
     """
     es, rl = params.tune.early_stopping, params.tune.reduce_lr
-    mode = {"val_loss": "min", "val_eer": "min", "val_accuracy": "max"}
+    mode = {"val_loss": "min", "val_eer": "min", "val_accuracy": "max", "xcorpus_eer": "min"}
     return [
-        ValidationEER(val_dataset, val_targets),
+        ValidationEER(val_dataset, val_targets, selection),
         BestEpoch(
             monitor=es.monitor,
             mode=mode[es.monitor],

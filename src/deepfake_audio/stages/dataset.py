@@ -59,7 +59,7 @@ from deepfake_audio.dsp.audio import fix_length
 from deepfake_audio.dsp.cues import CUE_NAMES, CUES, clip_cues
 from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.scoring import shortcuts
-from deepfake_audio.sources import LABELS, SPLITS, Clip
+from deepfake_audio.sources import HELDOUT_SPLITS, LABELS, SPLITS, Clip
 
 
 @dataclass(frozen=True)
@@ -460,7 +460,8 @@ def _write_splits(
     """Shards and manifests of every split into `tmp`: (counts of source clips, train stats,
     bad files, seconds, codec copies written, the source clips' cues)."""
     fp = params.features
-    root = params.data.path or "."
+    # With data.corpora, a clip's path already starts with its corpus's path.
+    root = "." if params.data.corpora else (params.data.path or ".")
     keeps_waves = params.augment.applies_to(fp.feature_kind)
     bad: list[dict[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
@@ -468,8 +469,10 @@ def _write_splits(
     copies = 0
     seconds = 0.0  # duration of the source audio kept, before crop/pad
     cues: _CueTable = {}
-    by_split = {split: [c for c in clips if c.split == split] for split in SPLITS}
-    ordered = [c for split in SPLITS for c in by_split[split]]
+    # The held-out corpora's splits exist only when data.corpora has such corpora.
+    splits = (*SPLITS, *(s for s in HELDOUT_SPLITS.values() if any(c.split == s for c in clips)))
+    by_split = {split: [c for c in clips if c.split == split] for split in splits}
+    ordered = [c for split in splits for c in by_split[split]]
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
     first_seen: dict[bytes, int] = {}
     with extraction_pool(
@@ -478,7 +481,7 @@ def _write_splits(
         # One ordered stream over all splits, so the workers never idle at a split boundary;
         # each split below takes its own clips' results off it, in order.
         results = stream()
-        for split in SPLITS:
+        for split in splits:
             split_clips = by_split[split]
             writer = ShardWriter(tmp, split, params.data.shard_size, fp.feature_shape)
             keep = keeps_waves and split == "train"
@@ -489,6 +492,7 @@ def _write_splits(
                 view: {name: [] for name in CUE_NAMES} for view in CUE_VIEWS
             }
             cues[split] = (targets, views)
+            held_out: list[str] = []  # each source clip's corpus (held-out splits' audit)
             progress = _Progress(split, len(split_clips))
             with open(tmp / f"manifest_{split}.csv", "w", newline="") as handle:
                 manifest = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
@@ -522,6 +526,7 @@ def _write_splits(
                             per_label[clip.label] += 1
                             seconds += float(meta["duration_s"] or 0.0)
                             targets.append(int(clip.target))
+                            held_out.append(clip.corpus)
                             for view, table in views.items():
                                 for name, values in table.items():
                                     values.append(meta.get(cue_column(view, name), np.nan))
@@ -534,6 +539,7 @@ def _write_splits(
                                 "target": clip.target,
                                 "speaker": clip.speaker,
                                 "attack": clip.attack,
+                                "corpus": clip.corpus,
                                 **meta,
                                 "shard": shard,
                                 "row": row,
@@ -544,6 +550,10 @@ def _write_splits(
             if waves is not None:
                 waves.flush()
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
+            if split not in SPLITS:
+                _check_held_out(split, held_out, targets)
+                cues.update(_per_corpus(cues.pop(split), held_out))
+                continue
             if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
             missing = [label for label in LABELS if per_label.get(label, 0) == 0]
@@ -554,6 +564,37 @@ def _write_splits(
             if split == "train":
                 stats = writer.statistics()
     return counts, stats, bad, seconds, copies, cues
+
+
+def _check_held_out(split: str, corpora: list[str], targets: list[int]) -> None:
+    """Every held-out corpus needs both classes after decoding: its EER is reported alone."""
+    for name in dict.fromkeys(corpora):
+        labels = {t for c, t in zip(corpora, targets, strict=True) if c == name}
+        if labels != {0, 1}:
+            missing = "bonafide" if 1 not in labels else "spoof"
+            raise UserError(
+                f"data.corpora: corpus {name!r} ({split}) has no {missing} clips after "
+                "decoding: its cross-corpus EER needs both classes"
+            )
+
+
+def _per_corpus(
+    table: tuple[list[int], dict[str, dict[str, list[float]]]], corpora: list[str]
+) -> _CueTable:
+    """A held-out split's cues as one audit entry per corpus (`xcorpus.<name>`): a held-out
+    corpus is scored alone, so its shortcuts are audited alone."""
+    targets, views = table
+    out: _CueTable = {}
+    for name in dict.fromkeys(corpora):
+        keep = [i for i, c in enumerate(corpora) if c == name]
+        out[f"xcorpus.{name}"] = (
+            [targets[i] for i in keep],
+            {
+                view: {cue: [values[i] for i in keep] for cue, values in table.items()}
+                for view, table in views.items()
+            },
+        )
+    return out
 
 
 def _copy_id(clip: Clip, copy: int, meta: dict[str, Any]) -> str:
@@ -587,7 +628,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         tmp,
         fp,
         params.section("features"),
-        source=params.data.source,
+        source="corpora" if params.data.corpora else params.data.source,
         counts=counts,
         codec_copies=copies,
         validation_codec=params.data.validation_codec,

@@ -43,6 +43,7 @@ from deepfake_audio.config.params import Params
 from deepfake_audio.core.io import read_json, replacing, write_csv, write_json
 from deepfake_audio.scoring import metrics, shortcuts
 from deepfake_audio.scoring.calibration import Decision
+from deepfake_audio.scoring.det import DET_CLIP, DET_TICKS, probit
 from deepfake_audio.scoring.reporting import (
     BASELINE_METRICS_KEYS,
     details,
@@ -51,25 +52,13 @@ from deepfake_audio.scoring.reporting import (
     summarise,
 )
 
-# DET rates are clipped to [DET_CLIP, 1 - DET_CLIP] before the probit: 0 and 1 map to
-# -3.72 / +3.72 normal deviates (0.01 % / 99.99 %) instead of infinities.
-DET_CLIP = 1e-4
 HISTOGRAM_BINS = 30
-# Tick marks of the DET figure, as rates (shown as percentages on normal-deviate axes).
-DET_TICKS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99)
 
 
 def scores_for(model: Any, data: Any, split: str, batch_size: int) -> np.ndarray:
     """Bona fide logits for a split, in manifest order."""
     ds = data.tf_dataset(split, batch_size)
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float64).ravel()
-
-
-def probit(rates: np.ndarray) -> np.ndarray:
-    """Normal deviates of rates (the DET axes), clipped to [DET_CLIP, 1 - DET_CLIP] first."""
-    from scipy.special import ndtri
-
-    return ndtri(np.clip(np.asarray(rates, dtype=np.float64), DET_CLIP, 1.0 - DET_CLIP))
 
 
 def score_histogram(
@@ -376,6 +365,7 @@ def run(
     from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.models import network
     from deepfake_audio.ops import runtime, tracking
+    from deepfake_audio.stages import xcorpus as heldout
 
     run_info = read_json(run_info_path, "the training run")
     # The calibration and threshold the model serves; a run.json from before calibration
@@ -400,15 +390,27 @@ def run(
         train_attacks=data.manifest("train")["attack"].astype(str).to_numpy(),
         decision=decision,
     )
-    summary["synthetic_demo_corpus"] = params.data.source == "demo"
+    summary["synthetic_demo_corpus"] = params.data.source == "demo" and not params.data.corpora
     summary.update(baseline)
     shortcut_report, shortcut_flat = shortcut_numbers(test_scores, test_manifest, shortcuts_path)
     summary.update(shortcut_report)
+    # Held-out corpora (data.corpora roles select and eval): each scored alone (stages.xcorpus).
+    held = heldout.scored(data, lambda split: scores_for(model, data, split, batch))
+    held_report = heldout.report(held, decision)
+    summary.update(
+        heldout.metrics_entries(
+            held_report, _optional_json(baseline_path), _optional_json(shortcuts_path)
+        )
+    )
     write_json(metrics_path, summary)
     detail_path = Path(metrics_path).with_name("evaluation.json")
     threshold = decision.threshold if decision is not None else summary["threshold"]
-    write_json(detail_path, details(threshold, test_scores, test_targets))
+    evaluation = details(threshold, test_scores, test_targets)
+    if held_report:
+        evaluation["xcorpus"] = held_report  # with the EER of every system of every corpus
+    write_json(detail_path, evaluation)
     written = write_plots(plots, test_scores, test_targets, threshold, decision)
+    written.append(heldout.write_det(plots, held))
 
     flat = {
         k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -416,10 +418,13 @@ def run(
     flat.update({f"test_eer_{a}": v for a, v in summary["test_per_attack_eer"].items()})
     flat["notebook_style_test_accuracy"] = summary["notebook_style"]["test_accuracy"]
     flat.update(shortcut_flat)
+    flat.update(heldout.flat(held_report))
     with tempfile.TemporaryDirectory(prefix="deepfake-audio-figures-") as figures:
         pictures = write_figures(
             Path(figures), test_scores, test_targets, threshold, decision=decision
         )
+        if held is not None:
+            pictures.append(heldout.write_det_figure(Path(figures), held, held_report))
         with mlflow.start_run(run_id=run_info["run_id"]):
             mlflow.log_metrics(flat)
             mlflow.log_artifact(str(metrics_path), artifact_path="evaluation")
@@ -439,4 +444,11 @@ def run(
         f"the served threshold {threshold:.4f} ({rule})",
         file=sys.stderr,
     )
+    if held_report:
+        print(heldout.summary_line(held_report), file=sys.stderr)
     return summary
+
+
+def _optional_json(path: Path | None) -> dict[str, Any]:
+    """A report another stage wrote, or {} where there is none (not run, skipped)."""
+    return read_json(path, str(path)) if path is not None and Path(path).exists() else {}

@@ -34,6 +34,7 @@ METRIC_TAGS = (
     "validation_eer",
     "threshold",
     "validation_eer_threshold",
+    "xcorpus_eer",  # data.corpora: the mean EER of the eval corpora
 )
 # How each gate metric is shown: (label, as a percentage?).
 METRIC_DISPLAY = {
@@ -41,6 +42,7 @@ METRIC_DISPLAY = {
     "test_min_dcf": ("test minDCF", False),
     "test_act_dcf": ("test actDCF", False),
     "test_cllr": ("test Cllr (bits)", False),
+    "xcorpus_eer": ("cross-corpus EER", True),
 }
 MODEL_DESCRIPTION = (
     "Spoofed-speech detector, an MLflow pyfunc that takes raw audio: a DataFrame column "
@@ -221,6 +223,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
             "(reports/metrics.json from before it was measured? rerun `dvc repro evaluate`)"
         )
     decision = run_info.get("decision")
+    source = "corpora" if params.data.corpora else params.data.source  # data.corpora: many
     run = client.get_run(run_info["run_id"])
     tags = {
         **{
@@ -232,7 +235,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
         "dvc_exp_name": run.data.tags.get("dvc_exp_name", ""),
         "dataset_digest": run.data.tags.get("dataset_digest", ""),
         "architecture": run.data.params.get("architecture", ""),
-        "data_source": params.data.source,
+        "data_source": source,
         "train_run_id": run_info["run_id"],
         "promote_metric": metric,
     }
@@ -249,7 +252,7 @@ def register(params: Params, run_info: dict[str, Any], summary: dict[str, Any]) 
             f"evaluate chose {summary['threshold']:.6f}; labels follow the former",
             file=sys.stderr,
         )
-    description = describe(tags, summary, params.data.source, decision)
+    description = describe(tags, summary, source, decision)
     try:
         registered = client.get_registered_model(name)
     except MlflowException:

@@ -65,7 +65,11 @@ def run(
     from deepfake_audio.models import network
     from deepfake_audio.ops import runtime, tracking
     from deepfake_audio.serving import pyfunc as serving
-    from deepfake_audio.stages.callbacks import MlflowEpochLogger, standard_callbacks
+    from deepfake_audio.stages.callbacks import (
+        MlflowEpochLogger,
+        selection_input,
+        standard_callbacks,
+    )
 
     best = read_json(hparams_path, "best hyperparameters")
     tracking.connect(params.mlflow.experiment_name)
@@ -111,7 +115,9 @@ def run(
         tracking.log_dataset_input(dataset_dir, digest, context="training")
         train = fit_input.dataset
         val = data.tf_dataset("validation", params.tune.batch_size)
-        callbacks = standard_callbacks(params, val, data.labels("validation"))
+        callbacks = standard_callbacks(
+            params, val, data.labels("validation"), selection_input(params, data, objective=False)
+        )
         callbacks.insert(1, MlflowEpochLogger(run_id))
         history = model.fit(
             train,

@@ -29,7 +29,7 @@ from deepfake_audio.stages.tune.state import (
     skip_completed_retries,
 )
 
-OBJECTIVE_DIRECTION = {"val_eer": "min", "val_accuracy": "max"}
+OBJECTIVE_DIRECTION = {"val_eer": "min", "val_accuracy": "max", "xcorpus_eer": "min"}
 RESUME_HINT = "the search state is saved, rerun `dvc repro` to resume"
 
 
@@ -260,7 +260,7 @@ class Search:
         from keras_tuner import errors as kt_errors
 
         from deepfake_audio.dataset.train_batches import training_input
-        from deepfake_audio.stages.callbacks import standard_callbacks
+        from deepfake_audio.stages.callbacks import selection_input, standard_callbacks
 
         params, data = self.params, self.data
         # Augmented or plain training batches and class weights (validation is never augmented).
@@ -268,7 +268,9 @@ class Search:
         tuner.fit_params = fit_input.params
         train = fit_input.dataset
         val = data.tf_dataset("validation", params.tune.batch_size)
-        callbacks = standard_callbacks(params, val, data.labels("validation"))
+        callbacks = standard_callbacks(
+            params, val, data.labels("validation"), selection_input(params, data)
+        )
         try:
             tuner.search(
                 train,

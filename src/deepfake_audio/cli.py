@@ -176,6 +176,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # pointing at one, predict runs anywhere, with MLFLOW_TRACKING_URI alone.
     needs_project = args.model is None or Path(args.model).suffix == ".keras"
     params = _params(args) if needs_project or Path(args.params).is_file() else None
+    if args.timeline:
+        return prediction.run_timeline(
+            params,
+            args.inputs,
+            args.model,
+            args.format,
+            args.hop,
+            args.smooth,
+            args.plot,
+            timing=args.timing,
+        )
     return prediction.run(params, args.inputs, args.model, args.format, timing=args.timing)
 
 
@@ -288,6 +299,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print on stderr how long the model load and the scoring took (start-up apart)",
     )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="score every window and report the fake time ranges (docs/serving.md)",
+    )
+    p.add_argument(
+        "--hop",
+        type=float,
+        default=None,
+        help="--timeline: seconds between windows "
+        "(default: half the model's window, the windows the file score averages)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=None,
+        help="--timeline: running median over this many "
+        "windows before the threshold (odd; default 3, 1 = none)",
+    )
+    p.add_argument("--plot", metavar="DIR", default=None, help="--timeline: a PNG per file here")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -168,6 +168,13 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
     for name in ("roc.png", "det.png", "confusion.png", "score_histogram.png", "det.csv"):
         assert f"evaluation/plots/{name}" in plots, name
     assert "evaluation/plots/reliability.png" in plots
+    # Saliency of the most confidently right and wrong test clips, per attack (saliency.py).
+    pictures = {
+        a.path.rsplit("/", 1)[-1]
+        for a in client.list_artifacts(train[0].info.run_id, "evaluation/saliency")
+    }
+    assert any(p.startswith("bonafide_right_") for p in pictures), pictures
+    assert any(p.startswith("A05_") for p in pictures) and len(pictures) <= 12, pictures
     for key in ("test_act_dcf", "test_act_dcf_raw", "test_cllr", "test_cllr_raw"):
         assert key in train[0].data.metrics, key
     # The shortcut audit: an artifact of the model's run, and its EERs as flat metrics.

@@ -28,7 +28,7 @@ REGISTRY = Path("reports/registry.json")
 BASELINE = Path("reports/baseline.json")
 SHORTCUTS = Path("reports/shortcuts.json")
 # Subcommands that load TensorFlow; the others (and --help) never import it.
-TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
+TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict", "review"}
 
 
 def _params(args: argparse.Namespace):
@@ -190,6 +190,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return prediction.run(params, args.inputs, args.model, args.format, timing=args.timing)
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from deepfake_audio.serving import review
+
+    needs_project = args.model is None or Path(args.model).suffix == ".keras"
+    params = _params(args) if needs_project or Path(args.params).is_file() else None
+    return review.serve(params, args.model, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepfake-audio",
@@ -320,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", metavar="DIR", default=None, help="--timeline: a PNG per file here")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("review", help="a local web page to check one recording: verdict, timeline")
+    p.add_argument(
+        "--model", default=None, help="model URI (default: models:/<registry.model_name>@champion)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default: %(default)s; it has no auth)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="default: %(default)s")
+    p.set_defaults(func=cmd_review)
     return parser
 
 

@@ -142,6 +142,11 @@ def run(ws: Workspace) -> list[Figure]:
     folder.mkdir(parents=True, exist_ok=True)
     short_s, long_s = (QUICK_SHORT_S, QUICK_LONG_S) if ws.quick else (SHORT_S, LONG_S)
     params, model = make_model(ws, folder)
+    from benchmarks.corpus import project_params_raw
+    from deepfake_audio.config.params import parse_params
+
+    project = parse_params(project_params_raw())
+    window = project.features.clip_seconds
     plan = demo.plan_corpus(0, {"test": 4})
     speech = demo.generate_clip(plan[0], RATE, 60.0)
     short, long = folder / "short.wav", folder / "long.wav"
@@ -160,7 +165,8 @@ def run(ws: Workspace) -> list[Figure]:
     details = {
         "files_s": {"short": short_s, "long": long_s},
         "runs": runs,
-        "model": f"untrained {ws.params().model.architecture} on {ws.params().features.kind}",
+        "model": f"untrained {project.model.architecture} on {project.features.kind}, "
+        f"{window:g} s windows every {window / 8:g} s",
         "synthetic_demo_corpus": True,
     }
     compared = f"predict --timeline, {long_s / 60:g}-minute file vs {short_s / 60:g}-minute file"

@@ -172,7 +172,8 @@ def test_the_review_page_in_a_real_browser(tmp_path: Path) -> None:
             browser.close()
         stop(proc)
     assert seen["state"] == "scored", seen
-    assert seen["verdict"] in {"Likely fake", "No fake detected overall"}, seen
+    verdicts = {"Likely fake", "No fake detected"}
+    assert seen["verdict"] in verdicts or seen["verdict"].startswith("Fake passages"), seen
     assert seen["probability"].startswith("P(fake) 0."), seen
     assert seen["bars"] > 10, seen  # the timeline is drawn: 12 s at an eighth of 1 s
     assert seen["saliency"] > 100, seen  # the saliency picture loaded

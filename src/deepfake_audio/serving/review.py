@@ -314,9 +314,12 @@ async function score(file) {
   $("busy").textContent = "";
   duration = body.duration_s;
   $("name").textContent = file.name + " - " + body.duration_s.toFixed(1) + " s";
-  const fake = body.label === "fake";
-  $("verdict").textContent = fake ? "Likely fake" : "No fake detected overall";
-  $("verdict").className = fake ? "fake" : "real";
+  // The file's verdict, and whether any passage is fake: a short insert in a long genuine
+  // recording leaves the file's mean score genuine, and an analyst needs to see both.
+  const fake = body.label === "fake", passages = body.ranges.length > 0;
+  $("verdict").textContent = fake ? "Likely fake" : passages
+    ? "Fake passages found (the file as a whole scores genuine)" : "No fake detected";
+  $("verdict").className = fake || passages ? "fake" : "real";
   $("prob").textContent = "P(fake) " + body.fake_probability.toFixed(3) +
     " for the whole file; " + (body.summary.length ? body.summary.length +
     " fake range(s):" : "no fake range.");

@@ -168,6 +168,13 @@ def test_mlflow_holds_search_trials_and_model(pipeline: Pipeline, mlflow_server:
     for name in ("roc.png", "det.png", "confusion.png", "score_histogram.png", "det.csv"):
         assert f"evaluation/plots/{name}" in plots, name
     assert "evaluation/plots/reliability.png" in plots
+    # Saliency of the most confidently right and wrong test clips, per attack (saliency.py).
+    pictures = {
+        a.path.rsplit("/", 1)[-1]
+        for a in client.list_artifacts(train[0].info.run_id, "evaluation/saliency")
+    }
+    assert any(p.startswith("bonafide_right_") for p in pictures), pictures
+    assert any(p.startswith("A05_") for p in pictures) and len(pictures) <= 12, pictures
     for key in ("test_act_dcf", "test_act_dcf_raw", "test_cllr", "test_cllr_raw"):
         assert key in train[0].data.metrics, key
     # The shortcut audit: an artifact of the model's run, and its EERs as flat metrics.
@@ -290,3 +297,32 @@ def test_exp_run_reuses_dataset_and_tags_runs(pipeline: Pipeline, mlflow_server:
     version = client.get_model_version(pipeline.model_name, "2")
     assert "challenger" in version.aliases
     assert version.tags["dvc_exp_name"] == name
+
+
+def test_the_champion_draws_a_timeline_through_predict(pipeline: Pipeline, tmp_path: Path) -> None:
+    """`predict --timeline` by alias in a fresh process: the windows, the ranges and the
+    PNG. (This champion saw 48 clips for two epochs: its scores are flat, so where the
+    fake is is tests/test_timeline.py's question, with the project's default detector.)"""
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "call.wav"
+    rng = np.random.default_rng(2)
+    sf.write(wav, (0.1 * rng.standard_normal(20 * 22050)).astype(np.float32), 22050)
+    uri = f"models:/{pipeline.model_name}@champion"
+    command = ["deepfake-audio", "predict", str(wav), "--model", uri, "--timeline"]
+    proc = subprocess.run(
+        [*command, "--format", "json", "--plot", str(tmp_path)],
+        cwd=tmp_path,
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (found,) = json.loads(proc.stdout)
+    assert found["duration_s"] == pytest.approx(20.0, abs=0.01)
+    assert found["window_s"] == 1.0 and found["hop_s"] == 0.125  # SMALL's 1 s clips
+    assert len(found["windows"]) == 153 and found["error"] == ""
+    assert found["label"] in {"real", "fake"} and 0 <= found["fake_probability"] <= 1
+    assert (tmp_path / "call.timeline.png").stat().st_size > 10_000

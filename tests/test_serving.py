@@ -373,6 +373,39 @@ def _check_limits(served: Served, base: str) -> None:
     )
 
 
+def _check_timeline(served: Served, base: str) -> None:
+    """`params: {"timeline": true}`: each row's windows and ranges as JSON, under the same
+    limits; at the served hop the window scores average to the file's served score."""
+    payload = {
+        "dataframe_split": {
+            "columns": ["audio_base64"],
+            "data": [[served.b64("long")], [served.b64("corrupt")]],
+        },
+        "params": {"timeline": True, "timeline_hop": 0.5},  # the served windows
+    }
+    status, body = _post(base + "/invocations", payload)
+    assert status == 200, body
+    long, corrupt = body["predictions"]
+    found = json.loads(long["timeline"])
+    assert long["windows"] == len(found["windows"]) == 5 and long["error"] == ""
+    assert [w["start_s"] for w in found["windows"]] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    scores = [w["score"] for w in found["windows"]]
+    assert np.mean(scores) == pytest.approx(served.logits["long"], rel=1e-4, abs=1e-5)
+    assert long["score"] == pytest.approx(served.logits["long"], rel=1e-4, abs=1e-5)
+    assert found["duration_s"] == pytest.approx(3 * CLIP)
+    assert corrupt["label"] == "error" and "not a readable audio file" in corrupt["error"]
+    outside = _post(
+        base + "/invocations",
+        {
+            "dataframe_split": {"columns": ["path"], "data": [["/etc/passwd"]]},
+            "params": {"timeline": True},
+        },
+    )[1]["predictions"][0]
+    assert outside["error"] == (
+        f"path '/etc/passwd' is not a path inside the serving root ({SERVE_ROOT_ENV})"
+    )
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: str) -> None:
     port = free_port()
@@ -446,6 +479,7 @@ def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: 
         )
         assert status == 400 and "exactly one of the columns" in json.dumps(body)
         _check_limits(served, base)
+        _check_timeline(served, base)
     finally:
         _stop(proc)
         log.close()

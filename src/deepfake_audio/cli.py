@@ -28,7 +28,7 @@ REGISTRY = Path("reports/registry.json")
 BASELINE = Path("reports/baseline.json")
 SHORTCUTS = Path("reports/shortcuts.json")
 # Subcommands that load TensorFlow; the others (and --help) never import it.
-TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict"}
+TENSORFLOW_COMMANDS = {"tune", "train", "evaluate", "predict", "review"}
 
 
 def _params(args: argparse.Namespace):
@@ -176,7 +176,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # pointing at one, predict runs anywhere, with MLFLOW_TRACKING_URI alone.
     needs_project = args.model is None or Path(args.model).suffix == ".keras"
     params = _params(args) if needs_project or Path(args.params).is_file() else None
+    if args.timeline:
+        return prediction.run_timeline(
+            params,
+            args.inputs,
+            args.model,
+            args.format,
+            args.hop,
+            args.smooth,
+            args.plot,
+            timing=args.timing,
+        )
     return prediction.run(params, args.inputs, args.model, args.format, timing=args.timing)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from deepfake_audio.serving import review
+
+    needs_project = args.model is None or Path(args.model).suffix == ".keras"
+    params = _params(args) if needs_project or Path(args.params).is_file() else None
+    return review.serve(params, args.model, args.host, args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +307,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print on stderr how long the model load and the scoring took (start-up apart)",
     )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="score every window and report the fake time ranges (docs/serving.md)",
+    )
+    p.add_argument(
+        "--hop",
+        type=float,
+        default=None,
+        help="--timeline: seconds between windows "
+        "(default: half the model's window, the windows the file score averages)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=None,
+        help="--timeline: running median over this many "
+        "windows before the threshold (odd; default 3, 1 = none)",
+    )
+    p.add_argument("--plot", metavar="DIR", default=None, help="--timeline: a PNG per file here")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("review", help="a local web page to check one recording: verdict, timeline")
+    p.add_argument(
+        "--model", default=None, help="model URI (default: models:/<registry.model_name>@champion)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default: %(default)s; it has no auth)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="default: %(default)s")
+    p.set_defaults(func=cmd_review)
     return parser
 
 

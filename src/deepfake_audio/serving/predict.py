@@ -134,6 +134,12 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureK
     `params` is needed only for the project's default model and for a bare .keras file;
     a registered or logged model brings everything else itself.
     """
+    scorer, kind, uri, _ = load_detector(params, uri)
+    return scorer, kind, uri
+
+
+def load_detector(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureKind, str, Any]:
+    """`load_model`'s three, and the `pyfunc.Detector` behind the scorer (for timelines)."""
     if uri is None:
         if params is None:
             raise UserError("predict: give --model, or run it in the project (params.yaml)")
@@ -153,7 +159,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureK
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
             raise UserError(f"{uri}: not a loadable Keras model ({type(exc).__name__})") from None
         detector = _keras_detector(keras_model, params, 0.0)
-        return detector.score, detector.kind, uri
+        return detector.score, detector.kind, uri, detector
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _check_server(uri)
     import mlflow
@@ -175,7 +181,8 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureK
             local = getattr(python_model, "score_local_files", None)
             if local is not None:
                 local()
-            return model.predict, features_from_dict(config["features"]).feature_kind, uri
+            kind = features_from_dict(config["features"]).feature_kind
+            return model.predict, kind, uri, getattr(python_model, "detector", None)
         if params is None:
             raise UserError(
                 f"--model {uri}: a Keras-only version (registered before the pyfunc) needs "
@@ -186,7 +193,7 @@ def load_model(params: Params | None, uri: str | None) -> tuple[Scorer, FeatureK
     except MlflowException as exc:
         raise UserError(f"--model {uri}: cannot load ({exc.message.splitlines()[0]})") from None
     detector = _keras_detector(keras_model, params, threshold)
-    return detector.score, detector.kind, uri
+    return detector.score, detector.kind, uri, detector
 
 
 def _scores(scorer: Scorer, files: list[Path]) -> Iterator[tuple[Path, Any]]:
@@ -277,4 +284,76 @@ def run(
     failed = [row for row in rows if row["error"]]
     for row in failed:
         print(f"deepfake-audio: error: {row['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_timeline(
+    params: Params | None,
+    inputs: list[str],
+    model_uri: str | None,
+    fmt: str,
+    hop: float | None = None,
+    smooth: int | None = None,
+    plots: str | None = None,
+    timing: bool = False,
+) -> int:
+    """`predict --timeline`: each file's windows and fake ranges (serving/timeline.py).
+
+    JSON: one object per file (its path, the file's result, `ranges`, `summary` and
+    `windows`). CSV: one row per window, `path` first. The ranges in words go to stderr
+    either way ("a.wav: fake from 12.5 s to 19.0 s"), and with `plots` a PNG per file
+    (`<plots>/<file stem>.timeline.png`). Files are streamed one at a time: memory stays
+    flat whatever their length.
+    """
+    from deepfake_audio.serving import timeline
+    from deepfake_audio.serving.pyfunc import RowError
+
+    for item in inputs:
+        if not Path(item).exists():
+            raise UserError(f"{item}: no such file or directory")
+    if smooth is not None and (smooth < 1 or smooth % 2 == 0):
+        raise UserError(f"--smooth {smooth}: expected an odd number of windows (1 = none)")
+    _, kind, uri, detector = load_detector(params, model_uri)
+    if detector is None:
+        raise UserError(f"--model {uri}: a timeline needs a deepfake-audio detector")
+    if not kind.audio:
+        raise UserError(f"--model {uri}: a timeline needs an audio model, this one takes pictures")
+    try:  # a bad --hop fails once, before any file
+        timeline.hop_samples(hop, detector.features.n_samples, detector.features.sample_rate, 0.5)
+    except ValueError as exc:
+        raise UserError(f"--hop: {exc}") from None
+    files = expand(inputs)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    writer = csv.writer(sys.stdout) if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(("path", *timeline.CSV_COLUMNS))
+    import time
+
+    for path in files:
+        started = time.perf_counter()
+        try:
+            found = detector.timeline("path", str(path), hop, smooth)
+        except RowError as exc:
+            failed += 1
+            print(f"deepfake-audio: error: {exc}", file=sys.stderr)
+            results.append({"path": str(path), "error": str(exc)})
+            continue
+        if timing:
+            print(
+                f"deepfake-audio: timing: {path} ({found.duration:.1f} s of audio, "
+                f"{len(found.scores)} windows) scored in {time.perf_counter() - started:.3f} s",
+                file=sys.stderr,
+            )
+        said = "; ".join(found.summary()) or "no fake range"
+        print(f"{path}: {found.label} ({found.fake_probability:.3f}); {said}", file=sys.stderr)
+        if plots is not None:
+            timeline.write_png(found, Path(plots) / f"{path.stem}.timeline.png", title=path.name)
+        if writer is not None:
+            for row in found.rows():
+                writer.writerow((str(path), *(row[name] for name in timeline.CSV_COLUMNS)))
+        else:
+            results.append({"path": str(path), "error": "", **found.to_dict()})
+    if fmt == "json":
+        print(json.dumps(results, indent=2))
     return 1 if failed else 0

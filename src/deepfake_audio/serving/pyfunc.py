@@ -191,7 +191,7 @@ def input_columns(kind: FeatureKind) -> tuple[str, str]:
 def signature(kind: FeatureKind) -> Any:
     """Either input column (both optional strings: send exactly one) and the outputs."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", name, required=False) for name in input_columns(kind)])
     outputs = Schema(
@@ -203,7 +203,12 @@ def signature(kind: FeatureKind) -> Any:
             ColSpec("double", "score"),
         ]
     )
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    # `timeline: true` adds each row's windows and fake ranges (serving/timeline.py) as
+    # the JSON of a `timeline` column; `timeline_hop` (seconds, 0: half a window) its hop.
+    params = ParamSchema(
+        [ParamSpec("timeline", "boolean", False), ParamSpec("timeline_hop", "double", 0.0)]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 # --- scoring -------------------------------------------------------------------
@@ -263,23 +268,28 @@ class Detector:
             )
         return present[0]
 
-    def windows(self, column: str, value: Any) -> np.ndarray:
-        """Model inputs for one row, shape (windows, *input_shape); `RowError` if unusable."""
-        from deepfake_audio.core.errors import UserError
+    def source(self, column: str, value: Any) -> tuple[Any, str]:
+        """What one row's audio is read from (bytes or a path) and how errors name it.
 
+        `RowError` for a missing value or one the limits refuse (limits.py).
+        """
         if _missing(value):
             raise RowError(f"no {column} given")
         if not isinstance(value, str | bytes | os.PathLike):
             raise RowError(f"{column}: expected a string, got {type(value).__name__}")
-        limits = self.limits
         try:
             if column.endswith("_base64"):
-                source: Any = limits.base64(value, column)
-                name = "<bytes>"
-            else:
-                source, name = limits.path(os.fsdecode(value))
+                return self.limits.base64(value, column), "<bytes>"
+            return self.limits.path(os.fsdecode(value))
         except Refused as exc:
             raise RowError(str(exc)) from None
+
+    def windows(self, column: str, value: Any) -> np.ndarray:
+        """Model inputs for one row, shape (windows, *input_shape); `RowError` if unusable."""
+        from deepfake_audio.core.errors import UserError
+
+        source, name = self.source(column, value)
+        limits = self.limits
         fp = self.features
         try:
             if not fp.feature_kind.audio:
@@ -302,14 +312,61 @@ class Detector:
                 for i, window in enumerate(windows):  # straight into the batch: no stack copy
                     inputs[i] = clip_features(window, fp).reshape(fp.input_shape)
         except (UserError, ValueError) as exc:
-            message = str(exc)
-            if isinstance(source, Path) and message.startswith(str(source)):
-                # Named as the client wrote it: an answer never shows the serving root.
-                message = name + message[len(str(source)) :]
-            raise RowError(message) from None
+            raise RowError(_named(exc, source, name)) from None
         if not np.all(np.isfinite(inputs)):  # the dataset stage rejects these too
             raise RowError(f"{name}: features are not finite")
         return inputs
+
+    def timeline(
+        self, column: str, value: Any, hop: float | None = None, smooth: int | None = None
+    ) -> Any:
+        """One row's `timeline.Timeline` (windows, fake ranges); `RowError` if unusable.
+
+        Streams the audio (memory flat in its length) under the same limits as `score`.
+        """
+        from deepfake_audio.core.errors import UserError
+        from deepfake_audio.serving import timeline
+
+        source, name = self.source(column, value)
+        try:
+            return timeline.compute(
+                self,
+                source,
+                name,
+                hop_seconds=hop,
+                smooth=timeline.DEFAULT_SMOOTH if smooth is None else int(smooth),
+                max_seconds=self.limits.max_seconds,
+                cap_note=self.limits.seconds_note,
+            )
+        except (UserError, ValueError) as exc:
+            raise RowError(_named(exc, source, name)) from None
+
+    def score_timelines(
+        self, frame: pd.DataFrame, hop: float | None = None, smooth: int | None = None
+    ) -> pd.DataFrame:
+        """`score`'s columns from each row's timeline, plus `timeline` (its JSON)."""
+        column = self.column(frame)
+        rows = []
+        for value in frame[column].tolist():
+            try:
+                found = self.timeline(column, value, hop, smooth)
+            except RowError as exc:
+                rows.append((None, "error", 0, str(exc) or "cannot be scored", None, ""))
+                continue
+            rows.append(
+                (
+                    found.fake_probability,
+                    found.label,
+                    len(found.scores),
+                    "",
+                    found.score,
+                    json.dumps(found.to_dict()),
+                )
+            )
+        names = (*OUTPUT_COLUMNS, "timeline")
+        out = pd.DataFrame(rows, columns=names, index=frame.index)
+        out["windows"] = out["windows"].astype("int64")
+        return out
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Bona fide logits of a batch of windows, through the network compiled at load."""
@@ -371,6 +428,14 @@ class Detector:
         )
 
 
+def _named(exc: Exception, source: Any, name: str) -> str:
+    """An error's message with a served path named as the client wrote it, never the root."""
+    message = str(exc)
+    if isinstance(source, Path) and message.startswith(str(source)):
+        message = name + message[len(str(source)) :]
+    return message
+
+
 def load_keras(path: str | os.PathLike) -> Any:
     """The Keras model file for inference: safe mode (no arbitrary code), no optimizer.
 
@@ -421,7 +486,11 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
+        params = params or {}
         try:
+            if params.get("timeline"):
+                hop = float(params.get("timeline_hop") or 0) or None
+                return self.detector.score_timelines(model_input, hop)
             return self.detector.score(model_input)
         except ValueError as exc:
             from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException

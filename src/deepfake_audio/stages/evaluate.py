@@ -434,6 +434,9 @@ def run(
             if shortcuts_path is not None and Path(shortcuts_path).exists():
                 mlflow.log_artifact(str(shortcuts_path), artifact_path="dataset")
             mlflow.set_tag("test_eer", f"{summary['test_eer']:.6f}")
+            from deepfake_audio.serving import saliency  # which regions drove the score
+
+            saliency.log_examples(model, data, test_scores, threshold)
     demo = " (synthetic demo corpus)" if summary["synthetic_demo_corpus"] else ""
     rule = decision.rule if decision is not None else "validation_eer"
     print(

@@ -365,3 +365,76 @@ def test_a_whisper_head_model_takes_raw_audio(tmp_path: Path, model: str) -> Non
     built.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(audio, verbose=0), logit, rtol=1e-6)
+
+
+# --- model.architecture: whisper_tdnn, a head on the frames ----------------------------------
+
+
+def test_attentive_statistics_pooling_weights_the_frames() -> None:
+    """Equal scores: the plain mean and std of every channel; a scorer that prefers one frame
+    overwhelmingly: that frame's values, std near 0 (what mean_std pooling cannot do)."""
+    from deepfake_audio.models.whisper_tdnn import AttentiveStatisticsPooling
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 5)).astype(np.float32)
+    pooling = AttentiveStatisticsPooling(units=3)
+    pooling.build(x.shape)
+    pooling.v.assign(np.zeros((3, 1), np.float32))  # every frame scores 0: uniform weights
+    out = np.asarray(pooling(x))
+    np.testing.assert_allclose(out[:, :5], x.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(out[:, 5:], x.std(axis=1), atol=1e-4)
+    # Channel 0 of frame 4 is large; W reads channel 0, v amplifies: frame 4 takes the weight.
+    x[:, 4, 0] = 5.0
+    w = np.zeros((5, 3), np.float32)
+    w[0, 0] = 1.0
+    pooling.w.assign(w)
+    pooling.v.assign(np.array([[100.0], [0.0], [0.0]], np.float32))
+    out = np.asarray(pooling(x))
+    np.testing.assert_allclose(out[:, :5], x[:, 4], atol=1e-3)
+    assert np.all(out[:, 5:] < 0.05)
+    weights = np.asarray(pooling.weights_over_frames(x))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "mean_std"])
+def test_a_whisper_tdnn_model_reads_the_frames_of_raw_audio(tmp_path: Path, pooling: str) -> None:
+    """The frame head gets the encoder's frame sequence (batch, 50 a second, d_model), not the
+    pooled vector; raw samples in, one logit out; only the head trains (a training step moves
+    it, not the encoder); the saved model loads in safe mode and predicts the same."""
+    import keras
+
+    from deepfake_audio.config.params import FeaturesParams, WhisperParams
+    from deepfake_audio.models import network
+
+    assert "whisper_tdnn" in network.FRAME_HEADS and "whisper_head" not in network.FRAME_HEADS
+    model = str(write_model_bin(tmp_path / "model.bin", tiny_whisper(positions=50)))
+    features = FeaturesParams(
+        kind="whisper", clip_seconds=1.0, whisper=WhisperParams(model=model, layers=2)
+    )
+    values = {
+        "channels": 8,
+        "pooling": pooling,
+        "dropout": 0.3,
+        "learning_rate": 1e-2,
+        "optimizer": "adam",
+    }
+    one = np.zeros(1, np.float32)
+    keras.utils.set_random_seed(0)
+    built = network.build(
+        values, "whisper_tdnn", features.input_shape, one, one, 2, features=features
+    )
+    assert built.input_shape == (None, 16000, 1) and built.output_shape == (None, 1)
+    assert built.get_layer("frames_norm").input.shape == (None, 50, 8)  # frames, d_model 8
+    encoder = next(layer for layer in built.layers if layer.name.startswith("whisper_encoder"))
+    frozen = [np.array(w) for w in encoder.weights]
+    assert all(not w.trainable for w in encoder.weights)
+    audio = np.stack([reference.clip(), 0.5 * reference.clip()[::-1].copy()])[..., None]
+    before = built.predict(audio, verbose=0)
+    built.fit(audio, np.array([[1.0], [0.0]]), epochs=2, verbose=0)
+    after = built.predict(audio, verbose=0)
+    assert after.shape == (2, 1) and np.isfinite(after).all() and not np.allclose(after, before)
+    for was, now in zip(frozen, encoder.weights, strict=True):
+        np.testing.assert_array_equal(np.array(now), was)
+    built.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(audio, verbose=0), after, rtol=1e-5, atol=1e-6)

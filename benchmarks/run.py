@@ -30,7 +30,15 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.corpus import PROJECT, Workspace  # noqa: E402
 
 # Run order: the sections that fork worker processes come before any TensorFlow import.
-SECTIONS = ("features", "input_pipeline", "train", "architectures", "pipeline", "serving")
+SECTIONS = (
+    "features",
+    "input_pipeline",
+    "train",
+    "architectures",
+    "frontends",
+    "pipeline",
+    "serving",
+)
 ALIASES = {"tune": "pipeline"}
 DEFAULT_OUT = PROJECT / "reports" / "benchmarks.json"
 
@@ -44,6 +52,8 @@ def _section(name: str):
         from benchmarks import train_bench as module
     elif name == "architectures":
         from benchmarks import architectures_bench as module
+    elif name == "frontends":
+        from benchmarks import frontends_bench as module
     elif name == "serving":
         from benchmarks import serving_bench as module
     else:

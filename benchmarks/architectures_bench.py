@@ -37,6 +37,8 @@ PLAN = (
     ("aasist", "waveform"),
     # Whisper tiny.en's frozen encoder (block 1) in the model, only the pooled head trained.
     ("whisper_head", "whisper"),
+    # The same encoder, a TDNN with attentive statistics pooling on its frames.
+    ("whisper_tdnn", "whisper"),
 )
 # --quick (the tests check the harness, not the figures): two cheap architectures, one on
 # spectral features and one on the waveform. That every architecture builds and trains on its
@@ -54,12 +56,14 @@ CNN_VALUES = {
 }
 REFERENCE_VALUES = {"dropout": 0.5}
 WHISPER_HEAD_VALUES = {"hidden_units": 128, "dropout": 0.3}
+WHISPER_TDNN_VALUES = {"channels": 64, "pooling": "attentive", "dropout": 0.3}
 
 
 def _values(arch: str) -> dict[str, Any]:
     own = CNN_VALUES if arch in ("compact_cnn", "seed_cnn", "wave_cnn") else REFERENCE_VALUES
     own = TDNN_VALUES if arch == "tdnn" else own
     own = WHISPER_HEAD_VALUES if arch == "whisper_head" else own
+    own = WHISPER_TDNN_VALUES if arch == "whisper_tdnn" else own
     return {**own, "learning_rate": 1e-4, "optimizer": "adam"}
 
 
@@ -67,8 +71,17 @@ def _trainable(model: Any) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
-def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) -> dict[str, Any]:
-    """Build `arch` for `input_shape`, train `epochs` on random data, time the epochs."""
+def measure(
+    arch: str,
+    input_shape: tuple[int, ...],
+    samples: int,
+    epochs: int,
+    values: dict[str, Any] | None = None,
+    features: Any = None,
+) -> dict[str, Any]:
+    """Build `arch` for `input_shape` (with `values`, default `_values(arch)`; `features`: the
+    dataset's, for a front end's settings), train `epochs` on random data, time the epochs."""
+    values = _values(arch) if values is None else values
     import keras
 
     from deepfake_audio.models import network
@@ -80,7 +93,7 @@ def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) 
     channels = input_shape[0] if len(input_shape) == 3 else 1
     norm_axis = 1 if len(input_shape) == 3 else 2
     mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
-    model = network.build(_values(arch), arch, input_shape, mean, std, norm_axis)
+    model = network.build(values, arch, input_shape, mean, std, norm_axis, features=features)
     timer = epoch_timer()
     batch = min(BATCH_SIZE, samples)
     model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)
@@ -93,7 +106,7 @@ def measure(arch: str, input_shape: tuple[int, ...], samples: int, epochs: int) 
         "epoch_seconds": [round(s, 3) for s in timer.seconds],
         "timed_epochs": len(timed),
         "input_shape": list(input_shape),
-        "values": _values(arch),
+        "values": values,
         "batch_size": batch,
     }
     del model

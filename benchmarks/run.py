@@ -35,6 +35,7 @@ SECTIONS = (
     "input_pipeline",
     "train",
     "architectures",
+    "frontends",
     "pipeline",
     "serving",
     "timeline",
@@ -52,6 +53,8 @@ def _section(name: str):
         from benchmarks import train_bench as module
     elif name == "architectures":
         from benchmarks import architectures_bench as module
+    elif name == "frontends":
+        from benchmarks import frontends_bench as module
     elif name == "serving":
         from benchmarks import serving_bench as module
     elif name == "timeline":

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import struct
 from pathlib import Path
 
@@ -365,3 +366,252 @@ def test_a_whisper_head_model_takes_raw_audio(tmp_path: Path, model: str) -> Non
     built.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(audio, verbose=0), logit, rtol=1e-6)
+
+
+# --- model.architecture: whisper_tdnn, a head on the frames ----------------------------------
+
+
+def test_attentive_statistics_pooling_weights_the_frames() -> None:
+    """Equal scores: the plain mean and std of every channel; a scorer that prefers one frame
+    overwhelmingly: that frame's values, std near 0 (what mean_std pooling cannot do)."""
+    from deepfake_audio.models.whisper_tdnn import AttentiveStatisticsPooling
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 5)).astype(np.float32)
+    pooling = AttentiveStatisticsPooling(units=3)
+    pooling.build(x.shape)
+    pooling.v.assign(np.zeros((3, 1), np.float32))  # every frame scores 0: uniform weights
+    out = np.asarray(pooling(x))
+    np.testing.assert_allclose(out[:, :5], x.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(out[:, 5:], x.std(axis=1), atol=1e-4)
+    # Channel 0 of frame 4 is large; W reads channel 0, v amplifies: frame 4 takes the weight.
+    x[:, 4, 0] = 5.0
+    w = np.zeros((5, 3), np.float32)
+    w[0, 0] = 1.0
+    pooling.w.assign(w)
+    pooling.v.assign(np.array([[100.0], [0.0], [0.0]], np.float32))
+    out = np.asarray(pooling(x))
+    np.testing.assert_allclose(out[:, :5], x[:, 4], atol=1e-3)
+    assert np.all(out[:, 5:] < 0.05)
+    weights = np.asarray(pooling.weights_over_frames(x))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "mean_std"])
+def test_a_whisper_tdnn_model_reads_the_frames_of_raw_audio(tmp_path: Path, pooling: str) -> None:
+    """The frame head gets the encoder's frame sequence (batch, 50 a second, d_model), not the
+    pooled vector; raw samples in, one logit out; only the head trains (a training step moves
+    it, not the encoder); the saved model loads in safe mode and predicts the same."""
+    import keras
+
+    from deepfake_audio.config.params import FeaturesParams, WhisperParams
+    from deepfake_audio.models import network
+
+    assert "whisper_tdnn" in network.FRAME_HEADS and "whisper_head" not in network.FRAME_HEADS
+    model = str(write_model_bin(tmp_path / "model.bin", tiny_whisper(positions=50)))
+    features = FeaturesParams(
+        kind="whisper", clip_seconds=1.0, whisper=WhisperParams(model=model, layers=2)
+    )
+    values = {
+        "channels": 8,
+        "pooling": pooling,
+        "dropout": 0.3,
+        "learning_rate": 1e-2,
+        "optimizer": "adam",
+    }
+    one = np.zeros(1, np.float32)
+    keras.utils.set_random_seed(0)
+    built = network.build(
+        values, "whisper_tdnn", features.input_shape, one, one, 2, features=features
+    )
+    assert built.input_shape == (None, 16000, 1) and built.output_shape == (None, 1)
+    assert built.get_layer("frames_norm").input.shape == (None, 50, 8)  # frames, d_model 8
+    encoder = next(layer for layer in built.layers if layer.name.startswith("whisper_encoder"))
+    frozen = [np.array(w) for w in encoder.weights]
+    assert all(not w.trainable for w in encoder.weights)
+    audio = np.stack([reference.clip(), 0.5 * reference.clip()[::-1].copy()])[..., None]
+    before = built.predict(audio, verbose=0)
+    built.fit(audio, np.array([[1.0], [0.0]]), epochs=2, verbose=0)
+    after = built.predict(audio, verbose=0)
+    assert after.shape == (2, 1) and np.isfinite(after).all() and not np.allclose(after, before)
+    for was, now in zip(frozen, encoder.weights, strict=True):
+        np.testing.assert_array_equal(np.array(now), was)
+    built.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(audio, verbose=0), after, rtol=1e-5, atol=1e-6)
+
+
+# --- OpenAI's own checkpoint (.pt), read without torch -----------------------------------------
+
+
+class _Global:
+    """A global as a pickle names it (`torch._utils._rebuild_tensor_v2`), without importing it."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, *args: object) -> None:  # pickle's save_reduce wants a callable
+        raise AssertionError("never called: only written")
+
+
+class _StorageRef:
+    def __init__(self, key: str, dtype: np.dtype, numel: int) -> None:
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+
+class _Tensor:
+    """Pickles as torch does: _rebuild_tensor_v2(storage, offset, size, stride, False, {})."""
+
+    def __init__(self, storage: _StorageRef, offset: int, size: tuple, stride: tuple) -> None:
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):
+        import collections
+
+        rebuild = _Global("torch._utils", "_rebuild_tensor_v2")
+        return rebuild, (*self.args, False, collections.OrderedDict())
+
+
+class _TorchPickler(pickle._Pickler):  # the Python pickler: its save() can be extended
+    STORAGE_NAMES = {np.dtype("<f2"): "HalfStorage", np.dtype("<f4"): "FloatStorage"}
+
+    def save(self, obj: object, save_persistent_id: bool = True) -> None:
+        if isinstance(obj, _Global):
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+            return
+        super().save(obj, save_persistent_id)
+
+    def persistent_id(self, obj: object) -> object:
+        if isinstance(obj, _StorageRef):
+            kind = _Global("torch", self.STORAGE_NAMES[obj.dtype])
+            return ("storage", kind, obj.key, "cpu", obj.numel)
+        return None
+
+
+def write_torch_checkpoint(path: Path, obj: object, storages: dict[str, np.ndarray]) -> Path:
+    """torch.save's zip format, written without torch: <archive>/data.pkl (protocol 2) and
+    each storage's bytes as <archive>/data/<key>."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    _TorchPickler(buffer, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        for key, values in storages.items():
+            archive.writestr(
+                f"archive/data/{key}", values.astype(values.dtype.newbyteorder("<")).tobytes()
+            )
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def openai_checkpoint(path: Path, ct2_tensors: dict, heads: int) -> Path:
+    """OpenAI's layout of the encoder in `ct2_tensors` (CTranslate2's names): separate q, k, v
+    (k without a bias) as views of ONE storage at offsets, as torch stores views; the MLP's
+    first weight stored transposed (a stride that is not C order); float16 storages."""
+    storages: dict[str, np.ndarray] = {}
+
+    def tensor(value: np.ndarray, transposed: bool = False) -> _Tensor:
+        key = str(len(storages))
+        value = np.asarray(value, np.float16)
+        if transposed:  # store value.T in C order; read it back through strides
+            storages[key] = np.ascontiguousarray(value.T).ravel()
+            rows, cols = value.shape
+            return _Tensor(_StorageRef(key, value.dtype, value.size), 0, (rows, cols), (1, rows))
+        storages[key] = value.ravel()
+        stride = tuple(int(s) // value.itemsize for s in value.strides)
+        return _Tensor(_StorageRef(key, value.dtype, value.size), 0, value.shape, stride)
+
+    t = ct2_tensors
+    state = {
+        "decoder.token_embedding.weight": tensor(t["decoder/embeddings/weight"]),
+        "encoder.conv1.weight": tensor(t["encoder/conv1/weight"]),
+        "encoder.conv1.bias": tensor(t["encoder/conv1/bias"]),
+        "encoder.conv2.weight": tensor(t["encoder/conv2/weight"]),
+        "encoder.conv2.bias": tensor(t["encoder/conv2/bias"]),
+        "encoder.positional_embedding": tensor(t["encoder/position_encodings/encodings"]),
+        "encoder.ln_post.weight": tensor(t["encoder/layer_norm/gamma"]),
+        "encoder.ln_post.bias": tensor(t["encoder/layer_norm/beta"]),
+    }
+    layer = 0
+    while f"encoder/layer_{layer}/ffn/linear_0/weight" in t:
+        ours, theirs = f"encoder/layer_{layer}/", f"encoder.blocks.{layer}."
+        qkv = np.asarray(t[ours + "self_attention/linear_0/weight"], np.float16)
+        d = qkv.shape[1]
+        key = str(len(storages))
+        storages[key] = qkv.ravel()
+        ref = _StorageRef(key, qkv.dtype, qkv.size)
+        for i, part in enumerate(("query", "key", "value")):
+            state[theirs + f"attn.{part}.weight"] = _Tensor(ref, i * d * d, (d, d), (d, 1))
+        bias = t[ours + "self_attention/linear_0/bias"]
+        state[theirs + "attn.query.bias"] = tensor(bias[:d])
+        state[theirs + "attn.value.bias"] = tensor(bias[2 * d :])
+        for part, name in (
+            ("self_attention/linear_1", "attn.out"),
+            ("self_attention/layer_norm", "attn_ln"),
+            ("ffn/linear_0", "mlp.0"),
+            ("ffn/linear_1", "mlp.2"),
+            ("ffn/layer_norm", "mlp_ln"),
+        ):
+            norm = part.endswith("layer_norm")
+            weight = t[ours + part + ("/gamma" if norm else "/weight")]
+            state[theirs + name + ".weight"] = tensor(weight, transposed=name == "mlp.0")
+            state[theirs + name + ".bias"] = tensor(t[ours + part + ("/beta" if norm else "/bias")])
+        layer += 1
+    dims = {"n_mels": 4, "n_audio_ctx": 50, "n_audio_state": 8, "n_audio_head": heads}
+    return write_torch_checkpoint(path, {"dims": dims, "model_state_dict": state}, storages)
+
+
+def test_openai_checkpoint_reads_as_the_same_weights_without_torch(tmp_path: Path) -> None:
+    """The same random Whisper as a CTranslate2 model.bin and as OpenAI's .pt (written here in
+    torch's zip format without torch): the loader gives the same tensors from both, so the
+    Keras encoder (checked against the reference above) computes the same frames."""
+    tensors = tiny_whisper(positions=50)
+    for i in range(2):  # Whisper's key projection has no bias: CTranslate2 stores zeros there
+        bias = tensors[f"encoder/layer_{i}/self_attention/linear_0/bias"]
+        bias[8:16] = 0
+    from_bin = ct2.whisper_weights(str(write_model_bin(tmp_path / "model.bin", tensors)))
+    pt = openai_checkpoint(tmp_path / "tiny.pt", tensors, heads=2)
+    from_pt = ct2.whisper_weights(str(pt))
+    assert set(from_pt.tensors) == set(from_bin.tensors)
+    for name, value in from_bin.tensors.items():
+        np.testing.assert_array_equal(from_pt.tensors[name], value, err_msg=name)
+    sizes = ("n_mels", "d_model", "n_heads", "n_layers", "n_positions", "ffn_dim")
+    assert [getattr(from_pt, s) for s in sizes] == [getattr(from_bin, s) for s in sizes]
+    from deepfake_audio.config.params import parse_params
+
+    raw = {"features": {"kind": "whisper", "whisper": {"model": "~/.cache/whisper/tiny.en.pt"}}}
+    assert parse_params({**raw, "model": {"architecture": "whisper_tdnn"}}).features.whisper
+
+
+def test_a_checkpoint_that_asks_for_code_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A pickle may name any callable; the reader resolves only what a state dict needs."""
+    import zipfile
+
+    evil = tmp_path / "evil.pt"
+    payload = pickle.GLOBAL + b"os\nsystem\n" + b"X\x04\x00\x00\x00trueq\x00\x85R."
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02" + payload)
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.whisper_weights(str(evil))
+    assert "os.system" in one_line_naming(error, evil)
+    # A zip that is not torch's, and a torch checkpoint that is not Whisper's.
+    other = tmp_path / "other.pt"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.whisper_weights(str(other))
+    assert "no one */data.pkl" in one_line_naming(error, other)
+    plain = write_torch_checkpoint(tmp_path / "plain.pt", {"weights": [1, 2]}, {})
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.whisper_weights(str(plain))
+    assert "not OpenAI Whisper's" in one_line_naming(error, plain)
+    # A tensor whose view reaches past its storage is refused before numpy reads it.
+    storage = _StorageRef("0", np.dtype("<f4"), 4)
+    past = {"dims": {"n_audio_head": 1}, "model_state_dict": {"x": _Tensor(storage, 2, (4,), (1,))}}
+    bad = write_torch_checkpoint(tmp_path / "past.pt", past, {"0": np.zeros(4, np.float32)})
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.whisper_weights(str(bad))
+    assert "reaches past its storage" in one_line_naming(error, bad)

@@ -32,7 +32,8 @@ SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
 FEATURE_KINDS = tuple(kinds.KINDS)  # logmel, lfcc, image, waveform, whisper (config/kinds.py)
 # features.whisper.model: the names frontends/ctranslate2_weights.py pins (installed by the
-# whisper extra, hash-checked), or a path to a CTranslate2 Whisper model.bin (or its folder).
+# whisper extra, hash-checked), or a path to a CTranslate2 Whisper model.bin (or its folder)
+# or to OpenAI's own Whisper checkpoint (.pt, read without torch).
 WHISPER_MODELS = ("tiny.en",)
 # features.whisper.pooling: how the encoder's frames become one vector for the back end.
 WHISPER_POOLING = ("mean_std", "mean")
@@ -139,7 +140,7 @@ class LfccParams:
 
 @dataclass(frozen=True)
 class WhisperParams:
-    model: str = "tiny.en"  # a name in WHISPER_MODELS, or a path to a CTranslate2 model.bin
+    model: str = "tiny.en"  # a name in WHISPER_MODELS, or a path to a model.bin or .pt
     layers: int = 1  # encoder blocks kept: the early ones carry the artefacts (issue 20)
     pooling: str = "mean_std"  # each dimension's mean and std over the frames, or the mean
 
@@ -650,11 +651,11 @@ def _whisper(raw: Any) -> WhisperParams:
     raw = _check_keys(raw, key, _names(WhisperParams))
     d = WhisperParams()
     model = _str(raw, key, "model", d.model)
-    if model not in WHISPER_MODELS and "/" not in model and not model.endswith(".bin"):
+    if model not in WHISPER_MODELS and "/" not in model and not model.endswith((".bin", ".pt")):
         raise _fail(
             f"{key}.model",
             f"{model!r} is neither a pinned model ({', '.join(WHISPER_MODELS)}) nor a path to a "
-            "CTranslate2 Whisper model.bin",
+            "CTranslate2 Whisper model.bin or OpenAI Whisper .pt checkpoint",
         )
     return WhisperParams(
         model=model,

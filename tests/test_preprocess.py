@@ -4,6 +4,8 @@ and the served model doing to a clip exactly what the dataset did to it."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import types
 from pathlib import Path
@@ -138,9 +140,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
         },
     }
     params = parse_params(raw)
-    summary = dataset.build(params, list_clips(params), tmp / "spec", tmp / "reports")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        summary = dataset.build(params, list_clips(params), tmp / "spec", tmp / "reports")
     return types.SimpleNamespace(
-        params=params, root=root, out=tmp / "spec", reports=tmp / "reports", summary=summary
+        params=params,
+        root=root,
+        out=tmp / "spec",
+        reports=tmp / "reports",
+        summary=summary,
+        stderr=stderr.getvalue(),
     )
 
 
@@ -176,6 +185,10 @@ def test_the_dataset_stage_vocodes_training_reals_only(built: types.SimpleNamesp
         assert not data.manifest(split)["augmentation"].astype(str).str.startswith("voc").any()
     bad = (built.reports / "bad_files.csv").read_text()
     assert "short.wav" in bad and "too short after trimming silence" in bad
+    # One of seven training reals dropped: above the share that is warned about.
+    assert "warning: data.preprocess.short: drop left 6 of 7 bonafide clips in train" in (
+        built.stderr
+    )
 
 
 def test_the_audit_sees_planted_cues_before_preprocessing_only(

@@ -607,6 +607,7 @@ def _write_splits(
             keep = keeps_waves and split == "train"
             waves = WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
+            short_by_label: Counter[str] = Counter()  # dropped as too short, this split
             targets: list[int] = []
             views: dict[str, dict[str, list[float]]] = {
                 view: {name: [] for name in CUE_NAMES} for view in CUE_VIEWS
@@ -630,7 +631,9 @@ def _write_splits(
                                 raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
                             reason = meta["error"]
                             bad.append({"path": clip.path, "split": split, "reason": reason})
-                            extras["dropped_short"] += dropped == "short"
+                            if dropped == "short":
+                                extras["dropped_short"] += 1
+                                short_by_label[clip.label] += 1
                             continue
                         if not copy and not made:
                             key = bytes.fromhex(meta["sha256"])
@@ -674,6 +677,7 @@ def _write_splits(
             if waves is not None:
                 waves.flush()
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
+            _warn_of_dropped(split, per_label, short_by_label)
             if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
             missing = [label for label in LABELS if per_label.get(label, 0) == 0]
@@ -691,6 +695,25 @@ def preprocess_of(params: Params) -> Preprocess | None:
     from deepfake_audio.dsp.preprocess import resolve
 
     return resolve(params.data.preprocess, params.data.source, params.features.feature_kind.audio)
+
+
+# A class that loses more than this share of a split to ``short: drop`` is warned about: the
+# drop is then a selection by length, which can be by class (the FoR sample at 2 s windows
+# keeps 1 of its 28 test fakes; docs/data.md).
+DROPPED_WARN_SHARE = 0.1
+
+
+def _warn_of_dropped(split: str, kept: Counter[str], dropped: Counter[str]) -> None:
+    """A warning on stderr for each class of `split` that ``short: drop`` thinned out."""
+    for label in LABELS:
+        total = kept.get(label, 0) + dropped.get(label, 0)
+        if total and dropped.get(label, 0) > DROPPED_WARN_SHARE * total:
+            print(
+                f"warning: data.preprocess.short: drop left {kept.get(label, 0)} of {total} "
+                f"{label} clips in {split} (the others are shorter than features.clip_seconds "
+                "after trimming); a shorter features.clip_seconds or short: pad keeps them",
+                file=sys.stderr,
+            )
 
 
 def _copy_id(clip: Clip, copy: int, meta: dict[str, Any]) -> str:

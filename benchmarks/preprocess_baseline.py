@@ -35,6 +35,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def measure(corpus: Path, name: str, data: dict[str, Any], work: Path) -> dict[str, Any]:
     from deepfake_audio.config.params import parse_params
+    from deepfake_audio.core.errors import UserError
     from deepfake_audio.dataset.shards import SpectrogramDataset
     from deepfake_audio.sources import list_clips
     from deepfake_audio.stages import baseline, dataset
@@ -47,7 +48,10 @@ def measure(corpus: Path, name: str, data: dict[str, Any], work: Path) -> dict[s
     )
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
     started = time.monotonic()
-    summary = dataset.build(params, list_clips(params), out / "spec", out / "reports")
+    try:
+        summary = dataset.build(params, list_clips(params), out / "spec", out / "reports")
+    except UserError as exc:  # short: drop that would gut a split: the stage refuses
+        return {"refused": str(exc)}
     data_set = SpectrogramDataset(out / "spec")
     frames = baseline.training_frames(data_set, params.baseline.max_frames, params.seed)
     models = baseline.fit_models(frames, params.baseline.components, params.seed, 2)
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for name in SETTINGS:
         r = results[name]
+        if "refused" in r:
+            print(f"| {name} | refused by the dataset stage: {r['refused']} | | | |")
+            continue
         counts = " / ".join(f"{c['bonafide']}+{c['spoof']}" for c in r["per_split"].values())
         extra = f" (+{r['train_vocoded']} vocoded)" if r["train_vocoded"] else ""
         print(

@@ -185,6 +185,17 @@ def _check_the_vocoded_run(repo: Repo, stats: dict) -> None:
     mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
     served = mlflow.pyfunc.load_model(repo.registered["lcnn"]).unwrap_python_model()
     assert served.config["features"]["preprocess"] == stats["features"]["preprocess"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=repo.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(repo.params["mlflow"]["experiment_name"])
+    [train] = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=500)
+        if r.data.tags.get("stage") == "train" and r.data.params.get("architecture") == "lcnn"
+    ]
+    assert train.data.params["data.vocoded.vocoders"] == "['world', 'griffin_lim', 'lpc']"
+    assert "'short': 'pad'" in train.data.params["data.preprocess"]
 
 
 def _check_the_notebook_layout(repo: Repo, metrics: dict) -> None:

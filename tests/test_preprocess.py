@@ -186,7 +186,7 @@ def test_the_dataset_stage_vocodes_training_reals_only(built: types.SimpleNamesp
     bad = (built.reports / "bad_files.csv").read_text()
     assert "short.wav" in bad and "too short after trimming silence" in bad
     # One of seven training reals dropped: above the share that is warned about.
-    assert "warning: data.preprocess.short: drop left 6 of 7 bonafide clips in train" in (
+    assert "warning: data.preprocess.short: drop leaves 6 of 7 bonafide clips in train" in (
         built.stderr
     )
 
@@ -303,3 +303,32 @@ def test_the_before_after_benchmark_audits_a_corpus_folder(tmp_path: Path) -> No
     assert entry["raw"]["raw"]["dc_offset"]["eer"] == entry["off"]["off"]["dc_offset"]["eer"] == 0
     assert entry["on"]["on"]["dc_offset"]["eer"] > 0.0 and entry["dropped"] == []
     assert "| dc_offset | 0.0 / 0.0 / " in out.with_suffix(".md").read_text()
+
+
+def test_a_drop_that_guts_a_class_of_a_split_stops_the_build(tmp_path: Path) -> None:
+    """Most test fakes shorter than the window: dropping them would leave a test split that
+    measures nothing, so the build stops with the way out, and leaves nothing behind."""
+    from deepfake_audio.core.errors import UserError
+    from deepfake_audio.sources import list_clips
+    from deepfake_audio.stages import dataset
+
+    root = tmp_path / "corpus"
+    seed = 20
+    for split in ("training", "validation", "testing"):
+        for label in ("real", "fake"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(3):
+                seed += 1
+                short = split == "testing" and label == "fake" and i > 0
+                wave = voice(seed, 0.3 if short else 0.8, RATE)
+                sf.write(root / split / label / f"{label}_{i}.wav", wave, RATE)
+    params = parse_params(
+        {
+            "data": {"source": "folders", "path": str(root)},
+            "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 1},
+        }
+    )
+    with pytest.raises(UserError, match="leaves 1 of 3 spoof clips in test") as err:
+        dataset.build(params, list_clips(params), tmp_path / "spec", tmp_path / "reports")
+    assert "short: pad" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "spec").exists()

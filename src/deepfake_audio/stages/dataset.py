@@ -677,7 +677,7 @@ def _write_splits(
             if waves is not None:
                 waves.flush()
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
-            _warn_of_dropped(split, per_label, short_by_label)
+            _check_dropped(split, per_label, short_by_label, fp)
             if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
             missing = [label for label in LABELS if per_label.get(label, 0) == 0]
@@ -698,22 +698,30 @@ def preprocess_of(params: Params) -> Preprocess | None:
 
 
 # A class that loses more than this share of a split to ``short: drop`` is warned about: the
-# drop is then a selection by length, which can be by class (the FoR sample at 2 s windows
-# keeps 1 of its 28 test fakes; docs/data.md).
+# drop is then a selection by length, which can be by class; above `DROPPED_FAIL_SHARE` the
+# split no longer measures anything and the build stops (the FoR sample at 2 s windows would
+# keep 1 of its 28 test fakes; docs/data.md).
 DROPPED_WARN_SHARE = 0.1
+DROPPED_FAIL_SHARE = 0.5
 
 
-def _warn_of_dropped(split: str, kept: Counter[str], dropped: Counter[str]) -> None:
-    """A warning on stderr for each class of `split` that ``short: drop`` thinned out."""
+def _check_dropped(
+    split: str, kept: Counter[str], dropped: Counter[str], fp: FeaturesParams
+) -> None:
+    """Warn for each class of `split` that ``short: drop`` thinned out; fail for one it gutted."""
     for label in LABELS:
         total = kept.get(label, 0) + dropped.get(label, 0)
-        if total and dropped.get(label, 0) > DROPPED_WARN_SHARE * total:
-            print(
-                f"warning: data.preprocess.short: drop left {kept.get(label, 0)} of {total} "
-                f"{label} clips in {split} (the others are shorter than features.clip_seconds "
-                "after trimming); a shorter features.clip_seconds or short: pad keeps them",
-                file=sys.stderr,
-            )
+        if not total or dropped.get(label, 0) <= DROPPED_WARN_SHARE * total:
+            continue
+        what = (
+            f"data.preprocess.short: drop leaves {kept.get(label, 0)} of {total} {label} clips "
+            f"in {split} (the others are shorter than features.clip_seconds "
+            f"{fp.clip_seconds:g} s after trimming silence)"
+        )
+        fix = "use a shorter features.clip_seconds or data.preprocess.short: pad"
+        if dropped.get(label, 0) > DROPPED_FAIL_SHARE * total:
+            raise UserError(f"{what}: the split would no longer measure that class; {fix}")
+        print(f"warning: {what}; {fix} keeps them", file=sys.stderr)
 
 
 def _copy_id(clip: Clip, copy: int, meta: dict[str, Any]) -> str:

@@ -1,7 +1,18 @@
-"""`python -m benchmarks [...]` (speed and size) or `python -m benchmarks quality [...]`
-(seed variance of the pipeline): see benchmarks/README.md."""
+"""`python -m benchmarks [...]` (speed and size), `python -m benchmarks quality [...]`
+(seed variance of the pipeline) or `python -m benchmarks shortcuts [...]` (the shortcut
+audit of real corpora before and after preprocessing): see benchmarks/README.md."""
 
 import sys
+
+if sys.argv[1:2] == ["shortcuts"]:
+    from benchmarks.shortcuts import main
+
+    sys.exit(main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["preprocess-baseline"]:
+    from benchmarks.preprocess_baseline import main
+
+    sys.exit(main(sys.argv[2:]))
 
 if sys.argv[1:2] == ["quality"]:
     from benchmarks.quality import main

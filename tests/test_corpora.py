@@ -288,3 +288,15 @@ def test_leave_one_corpus_out_table_and_markdown() -> None:
     text = loco.markdown(result)
     assert "| a | 20.0 +- 14.1 % (n=2) | 40.0 +- 0.0 % (n=2) | rms 30.0 % |" in text
     assert "| **mean** | 35.0 % | 40.0 % | 30.0 % |" in text
+
+
+def test_a_corpus_list_is_preprocessed_as_real_speech_by_default(tmp_path: Path) -> None:
+    """`data.preprocess.enabled: auto` reads the corpora's source, not `data.source`, whose
+    default (demo) names nothing under a corpus list and would switch preprocessing off."""
+    from deepfake_audio.stages.dataset import preprocess_of
+
+    write_corpus(tmp_path / "alpha", groups=2, rate=16000)
+    params = corpora_params(tmp_path, [entry("alpha", tmp_path / "alpha")])
+    assert params.data.source == "demo" and params.data.audio_source() == "folders"
+    assert preprocess_of(params) is not None
+    assert preprocess_of(parse_params(None)) is None  # the synthetic demo corpus: off

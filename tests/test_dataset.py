@@ -164,10 +164,10 @@ def test_a_worker_killed_mid_build_stops_it_with_one_line(tmp_path: Path, monkey
     root = _folders(tmp_path / "corpus")
     file_features = dataset.file_features
 
-    def killed_on_one_file(path: Path, fp):
+    def killed_on_one_file(path: Path, fp, *args, **kwargs):
         if path.name == "fake_1.wav":
             os.kill(os.getpid(), signal.SIGKILL)
-        return file_features(path, fp)
+        return file_features(path, fp, *args, **kwargs)
 
     # The workers are forked from this process, so they run the patched function.
     monkeypatch.setattr(dataset, "file_features", killed_on_one_file)

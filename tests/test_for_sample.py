@@ -42,7 +42,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the Fake-or-Real sample is not at {SAMPLE}")
     root = tmp_path_factory.mktemp("for-sample")
     params = {
-        "data": {"source": "folders", "path": str(SAMPLE)},
+        # Preprocessing on (the default for real corpora), short clips padded: at 2 s windows
+        # dropping them would empty the test fakes, and the build would stop (docs/data.md).
+        "data": {"source": "folders", "path": str(SAMPLE), "preprocess": {"short": "pad"}},
         "features": {"workers": 2},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -125,7 +125,13 @@ def _corpus(root: Path, planted: bool, per_class: int = 8) -> Path:
 
 def _build(tmp_path: Path, planted: bool) -> tuple[dict, Path]:
     raw = {
-        "data": {"source": "folders", "path": str(_corpus(tmp_path / "corpus", planted))},
+        # Preprocessing off: these tests are of the audit, whose as_fed view must flag a cue
+        # the pipeline leaves in; with it on the DC is removed (tests/test_preprocess.py).
+        "data": {
+            "source": "folders",
+            "path": str(_corpus(tmp_path / "corpus", planted)),
+            "preprocess": {"enabled": False},
+        },
         "features": {"kind": "logmel", "clip_seconds": 0.5, "n_mels": 16, "workers": 2},
     }
     params = parse_params(raw)

@@ -60,6 +60,10 @@ CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 CLASS_WEIGHTS = ("balanced", "none")
 # Codecs of the dataset stage's extra training copies (dsp.augment.CODECS).
 AUGMENT_CODECS = ("mp3", "ogg")
+# data.preprocess (dsp.preprocess): levels, short-clip rules; data.vocoded (dsp.vocoders).
+PREPROCESS_LEVELS = ("speech", "clip")
+PREPROCESS_SHORT = ("drop", "pad")
+VOCODERS = ("world", "griffin_lim", "lpc")
 # RawBoost's algorithm numbers (dsp.rawboost.ALGORITHMS): 0 none ... 8 parallel 1,2.
 RAWBOOST_ALGOS = tuple(range(9))
 
@@ -102,6 +106,26 @@ class CorpusParams:
 
 
 @dataclass(frozen=True)
+class PreprocessParams:
+    """data.preprocess: cue removal before features, in the dataset stage and in serving
+    alike (dsp/preprocess.py). auto: on for folders and asvspoof, off for the demo corpus."""
+
+    enabled: str | bool = "auto"
+    remove_dc: bool = True
+    trim_db: float | None = 40.0
+    level: str = "speech"
+    short: str = "drop"
+
+
+@dataclass(frozen=True)
+class VocodedParams:
+    """data.vocoded: fake training clips made from the real ones (dsp/vocoders.py); off
+    when `vocoders` is empty."""
+
+    vocoders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str = "demo"
     path: str | None = "data/raw"
@@ -124,10 +148,18 @@ class DataParams:
     validation_codec: str | None = None
     # Several named corpora (empty: the single corpus of the keys above). See CorpusParams.
     corpora: tuple[CorpusParams, ...] = ()
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
+    vocoded: VocodedParams = field(default_factory=VocodedParams)
 
     def roles(self) -> set[str]:
         """The roles data.corpora uses (empty for a single corpus)."""
         return {c.role for c in self.corpora}
+
+    def audio_source(self) -> str:
+        """The source whose audio the dataset reads: a corpus list's (every corpus is
+        recorded speech, folders or asvspoof), else `source`. `data.source` keeps its default
+        under a corpus list, where it names nothing; `preprocess: auto` must not read it."""
+        return self.corpora[0].source if self.corpora else self.source
 
 
 @dataclass(frozen=True)
@@ -759,6 +791,35 @@ def _augment(raw: Any) -> AugmentParams:
     return augment
 
 
+def _preprocess(raw: Any) -> PreprocessParams:
+    key = "data.preprocess"
+    p = _check_keys(raw, key, _names(PreprocessParams))
+    d = PreprocessParams()
+    enabled = p.get("enabled", d.enabled)
+    if not (isinstance(enabled, bool) or enabled == "auto"):
+        raise _fail(f"{key}.enabled", f"{enabled!r} is not auto, true or false")
+    return PreprocessParams(
+        enabled=enabled,
+        remove_dc=_bool(p, key, "remove_dc", d.remove_dc),
+        trim_db=_float(p, key, "trim_db", d.trim_db, lo=1.0, hi=120.0, optional=True),
+        level=_choice(p, key, "level", d.level, PREPROCESS_LEVELS),
+        short=_choice(p, key, "short", d.short, PREPROCESS_SHORT),
+    )
+
+
+def _vocoded(raw: Any) -> VocodedParams:
+    key = "data.vocoded"
+    v = _check_keys(raw, key, _names(VocodedParams))
+    names = v.get("vocoders", [])
+    if names is None:
+        names = []
+    if not isinstance(names, list | tuple) or any(n not in VOCODERS for n in names):
+        raise _fail(f"{key}.vocoders", f"{names!r} is not a list drawn from: {', '.join(VOCODERS)}")
+    if len(set(names)) != len(names):
+        raise _fail(f"{key}.vocoders", f"{names!r} names a vocoder twice")
+    return VocodedParams(vocoders=tuple(names))
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into `Params`."""
     raw = _check_keys(raw, "", _names(Params))
@@ -783,6 +844,8 @@ def parse_params(raw: Any) -> Params:
         group_pattern=_pattern(d, "data", "group_pattern"),
         validation_codec=_optional_choice(d, "data", "validation_codec", AUGMENT_CODECS),
         corpora=_corpora(d.get("corpora"), d.get("path", dd.path), d.get("split")),
+        preprocess=_preprocess(d.get("preprocess")),
+        vocoded=_vocoded(d.get("vocoded")),
     )
     if data.source != "demo" and data.path is None:
         raise _fail("data.path", f"is required when data.source is {data.source!r}")
@@ -829,6 +892,8 @@ def parse_params(raw: Any) -> Params:
         raise _fail("data.corpora", f"needs audio (features.kind {features.kind!r} is pictures)")
     if data.validation_codec is not None and not audio:
         raise _fail("data.validation_codec", "needs audio (features.kind: image has no audio)")
+    if data.vocoded.vocoders and not audio:
+        raise _fail("data.vocoded.vocoders", "needs audio (features.kind: image has no audio)")
     if features.max_seconds < features.clip_seconds:
         raise _fail(
             "features.max_seconds",

@@ -74,9 +74,15 @@ def expand(inputs: list[str], suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> lis
 
 
 def _keras_detector(model: Any, params: Params, threshold: float) -> Any:
+    from deepfake_audio.dsp.preprocess import resolve
     from deepfake_audio.serving import pyfunc as serving
 
-    config = serving.make_config(params.section("features"), threshold)
+    # The preprocessing a dataset of these params would have stored with the features.
+    prep = resolve(
+        params.data.preprocess, params.data.audio_source(), params.features.feature_kind.audio
+    )
+    features = params.section("features") | ({"preprocess": prep.to_dict()} if prep else {})
+    config = serving.make_config(features, threshold)
     try:
         return serving.Detector(model, config, Limits.local())
     except ValueError as exc:

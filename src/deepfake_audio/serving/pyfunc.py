@@ -31,7 +31,9 @@ the train stage converts its rule (the Bayes threshold of `calibration.target_pr
 logit that makes the same decisions (`Calibration.raw_threshold`).
 
 Every row goes through the training code: `audio.load_wave` (decode, mono,
-resample, loudness) and `dsp.features.clip_features` (log-mel or LFCC), or
+resample, loudness), `dsp.preprocess.prepare` (DC, silence, speech level, short clips: the
+dataset's `data.preprocess`, stored in the config's features section as ``preprocess``;
+absent means none) and `dsp.features.clip_features` (log-mel or LFCC), or
 `images.load_image`. A recording no longer than the training clip is padded
 as in training; a longer one is cut into windows of the training length every
 half window (the last one aligned with the end), each window is scored, and
@@ -71,6 +73,7 @@ import pandas as pd
 
 from deepfake_audio.config.kinds import FeatureKind
 from deepfake_audio.config.params import features_from_dict
+from deepfake_audio.dsp.preprocess import Preprocess
 from deepfake_audio.scoring.calibration import Calibration
 from deepfake_audio.serving.inference import (
     ROWS_PER_THREAD,
@@ -240,6 +243,8 @@ class Detector:
         self.config = config
         self.limits = Limits() if limits is None else limits
         self.features = features_from_dict(config["features"])
+        # What the dataset did between decoding and the cut (None: nothing): done here too.
+        self.preprocess = Preprocess.from_dict(config["features"].get("preprocess"))
         self.threshold = float(config["threshold"])
         self.rule = OutputRule.from_config(config)
         self.hop = max(1, int(round(self.features.n_samples * config.get("window_hop", 0.5))))
@@ -300,6 +305,7 @@ class Detector:
             else:
                 from deepfake_audio.dsp.audio import load_wave, sliding_windows
                 from deepfake_audio.dsp.features import clip_features
+                from deepfake_audio.dsp.preprocess import prepare
 
                 wave = load_wave(
                     source,
@@ -307,6 +313,8 @@ class Detector:
                     max_seconds=limits.max_seconds,
                     cap_note=limits.seconds_note,
                 )
+                named = str(source) if isinstance(source, Path) else name
+                wave = prepare(wave, fp.sample_rate, self.preprocess, fp.n_samples, named)
                 windows = sliding_windows(wave, fp.n_samples, self.hop, pad=fp.pad)
                 inputs = np.empty((len(windows), *fp.input_shape), dtype=np.float32)
                 for i, window in enumerate(windows):  # straight into the batch: no stack copy
@@ -514,8 +522,9 @@ def requirements() -> list[str]:
     return pins
 
 
-def example_input(kind: FeatureKind) -> pd.DataFrame:
-    """A small, valid request: half a second of a buzzy tone at 8 kHz, or a noise PNG."""
+def example_input(kind: FeatureKind, seconds: float = 0.5) -> pd.DataFrame:
+    """A small, valid request: `seconds` of a buzzy tone at 8 kHz (half a second; a model
+    that drops clips shorter than its window gets one window and a half), or a noise PNG."""
     import io
 
     rng = np.random.default_rng(0)
@@ -529,7 +538,7 @@ def example_input(kind: FeatureKind) -> pd.DataFrame:
         import soundfile
 
         rate = 8000
-        t = np.arange(rate // 2) / rate
+        t = np.arange(int(rate * seconds)) / rate
         wave = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 6))
         wave = 0.1 * wave + 0.005 * rng.normal(size=t.size)
         soundfile.write(buffer, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
@@ -600,7 +609,10 @@ def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str =
     itself is "models from code" - a three-line file that instantiates
     `DetectorModel` - so nothing is unpickled when it loads.
     """
-    kind = features_from_dict(config["features"]).feature_kind
+    fp = features_from_dict(config["features"])
+    kind = fp.feature_kind
+    prep = Preprocess.from_dict(config["features"].get("preprocess"))
+    seconds = fp.clip_seconds * 1.5 if prep is not None and prep.short == "drop" else 0.5
     with tempfile.TemporaryDirectory(prefix="deepfake-audio-model-") as tmp:
         staging = Path(tmp)
         shutil.copyfile(keras_path, staging / KERAS_FILE)
@@ -625,6 +637,6 @@ def log_model(keras_path: str | os.PathLike, config: dict[str, Any], name: str =
             },
             code_paths=[str(code)],
             signature=signature(kind),
-            input_example=example_input(kind),
+            input_example=example_input(kind, seconds),
             pip_requirements=requirements(),
         )

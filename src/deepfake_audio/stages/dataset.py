@@ -18,6 +18,17 @@ With `data.validation_codec` (mp3 or ogg), each validation clip's row holds its 
 after one round trip through that codec (its `augmentation` column says which level), so
 both classes of validation share a codec history and choices made there cannot reward a
 codec shortcut of the training data. Test is never touched.
+
+With `data.preprocess` on (`auto`: real corpora), every clip is preprocessed
+(`dsp.preprocess.prepare`: DC, silence, level, short clips) between decoding and the cut, and
+the settings are stored in stats.json's features section, so the served model does the same.
+A clip too short after trimming (``short: drop``) is listed in bad_files.csv whatever
+`data.on_bad_file` says: it is a filter, not a broken file.
+
+With `data.vocoded.vocoders`, every bona fide training clip also gives one fake clip per
+vocoder (`dsp.vocoders`), attack ``vocoded_<name>``, a clip of its own (``copy_of`` empty,
+``augmentation`` ``vocoded:<name>``), made from the preprocessed source and cut as it is.
+Training only: validation and test measure the corpus's own attacks.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +69,7 @@ from deepfake_audio.dataset.shards import (
 from deepfake_audio.dsp.audio import fix_length
 from deepfake_audio.dsp.cues import CUE_NAMES, CUES, clip_cues
 from deepfake_audio.dsp.features import clip_features
+from deepfake_audio.dsp.preprocess import Preprocess, ShortClip, prepare
 from deepfake_audio.scoring import shortcuts
 from deepfake_audio.sources import HELDOUT_SPLITS, LABELS, SPLITS, Clip
 
@@ -73,6 +85,8 @@ class _Job:
     augment: AugmentParams = AugmentParams()
     seed: int = 0
     validation_codec: str | None = None  # data.validation_codec
+    preprocess: Preprocess | None = None  # data.preprocess, resolved for the source
+    vocoders: tuple[str, ...] = ()  # data.vocoded.vocoders
 
     @property
     def keeps_waves(self) -> bool:
@@ -90,11 +104,16 @@ _JOB: _Job | None = None
 
 
 class BadFile(Exception):
-    """A clip the stage cannot use; its message is the one-line reason."""
+    """A clip the stage cannot use; its message is the one-line reason. `dropped`: left out
+    by a rule ("short": preprocess ``short: drop``), not broken: listed, never fatal."""
+
+    def __init__(self, message: str, dropped: str | None = None) -> None:
+        super().__init__(message)
+        self.dropped = dropped
 
 
 def file_features(
-    path: Path, fp: FeaturesParams, keep_wave: bool = False
+    path: Path, fp: FeaturesParams, keep_wave: bool = False, prep: Preprocess | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of one file plus its manifest metadata; `BadFile` if it is unusable.
 
@@ -103,7 +122,8 @@ def file_features(
     the metadata also holds the whole conditioned recording under "wave" (what a
     training clip's stored wave is cut from). An audio file's metadata holds its one-number
     cues (`dsp.cues`) as manifest columns: `raw_<cue>` of the decoded recording at its own
-    rate, `as_fed_<cue>` of the cut clip its features are computed from.
+    rate, `as_fed_<cue>` of the cut clip its features are computed from. `prep` (the
+    dataset's resolved `data.preprocess`) runs between conditioning and the cut, as in serving.
     """
     try:
         raw = path.read_bytes()
@@ -127,9 +147,12 @@ def file_features(
         decoded, rate = decode(raw, name=str(path))
         duration = decoded.size / rate
         wave = condition(decoded, rate, fp.sample_rate, str(path))
+        wave = prepare(wave, fp.sample_rate, prep, n_samples, str(path))
         fitted = fix_length(wave, n_samples, crop=fp.crop, pad=fp.pad)
         feats = clip_features(fitted, fp)
         cues = {**cue_cells("raw", decoded, rate), **cue_cells("as_fed", fitted, fp.sample_rate)}
+    except ShortClip as exc:
+        raise BadFile(str(exc), dropped="short") from None
     except (AudioError, ValueError) as exc:
         raise BadFile(str(exc)) from None
     meta: dict[str, Any] = {"duration_s": round(duration, 4), "sample_rate": rate, "sha256": sha}
@@ -148,7 +171,7 @@ def cue_cells(view: str, wave: np.ndarray, sample_rate: int) -> dict[str, float]
 
 
 def _demo_features(
-    clip: Clip, fp: FeaturesParams, keep_wave: bool = False
+    clip: Clip, fp: FeaturesParams, keep_wave: bool = False, prep: Preprocess | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A demo clip's features (and, with `keep_wave`, its wave under meta "wave").
 
@@ -156,7 +179,8 @@ def _demo_features(
     generator plans its utterance over the length asked for, so longer training clips would
     differ from validation and test ones in more than length (a split mismatch the model
     would pay for). The demo corpus has no durations to randomise: a random window of a
-    demo clip is the clip. For the same reason its raw cues are its as-fed ones.
+    demo clip is the clip. For the same reason its raw cues are its as-fed ones, unless
+    `prep` (``data.preprocess.enabled: true``; `auto` leaves the demo alone) changed it.
     """
     from deepfake_audio.sources.demo import DemoClip, generate_clip
 
@@ -177,10 +201,24 @@ def _demo_features(
     }
     raw = cue_cells("raw", wave, fp.sample_rate)
     meta.update(raw)
-    meta.update({cue_column("as_fed", name): raw[cue_column("raw", name)] for name in CUE_NAMES})
+    if prep is not None:
+        from deepfake_audio.dsp.audio import AudioError
+
+        try:
+            wave = prepare(wave, fp.sample_rate, prep, fp.n_samples, clip.clip_id)
+        except ShortClip as exc:
+            raise BadFile(str(exc), dropped="short") from None
+        except AudioError as exc:
+            raise BadFile(str(exc)) from None
+        fitted = fix_length(wave, fp.n_samples, crop=fp.crop, pad=fp.pad)
+        meta.update(cue_cells("as_fed", fitted, fp.sample_rate))
+    else:
+        fitted = wave
+        as_fed = {cue_column("as_fed", name): raw[cue_column("raw", name)] for name in CUE_NAMES}
+        meta.update(as_fed)
     if keep_wave:
         meta["wave"] = wave
-    return clip_features(wave, fp), meta
+    return clip_features(fitted, fp), meta
 
 
 # One row of the build as a worker returns it: (copy number, stored features or None on
@@ -201,14 +239,19 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
     clip, fp, root = _JOB.clips[index], _JOB.features, _JOB.root
     keep = _JOB.keeps_waves and clip.split == "train"
     codec = _JOB.validation_codec if clip.split == "validation" else None
+    vocode = bool(_JOB.vocoders) and clip.split == "train" and clip.target == 1
+    source_wave = None
     try:
-        wave_too = keep or codec is not None
+        wave_too = keep or codec is not None or vocode
         if clip.demo_seed is not None:
-            feats, meta = _demo_features(clip, fp, keep_wave=wave_too)
+            feats, meta = _demo_features(clip, fp, keep_wave=wave_too, prep=_JOB.preprocess)
         elif wave_too:
-            feats, meta = file_features(Path(root) / clip.path, fp, keep_wave=True)
+            path = Path(root) / clip.path
+            feats, meta = file_features(path, fp, keep_wave=True, prep=_JOB.preprocess)
         else:
-            feats, meta = file_features(Path(root) / clip.path, fp)
+            feats, meta = file_features(Path(root) / clip.path, fp, prep=_JOB.preprocess)
+        if vocode:
+            source_wave = meta["wave"]
         if codec is not None:
             feats, meta["augmentation"], as_fed = _validation_copy(meta.pop("wave"), clip, codec)
             meta.update(as_fed)
@@ -221,10 +264,62 @@ def _extract(index: int) -> tuple[int, list[_Row]]:
             meta["wave_samples"] = length
         rows = [_row(0, feats, meta, clip, fp)]
     except BadFile as exc:
-        return index, [(0, None, {"error": _relative(str(exc), clip, root)}, None)]
+        error = {"error": _relative(str(exc), clip, root), "dropped": exc.dropped}
+        return index, [(0, None, error, None)]
     if stored is not None:
         rows.extend(_copy_row(stored, clip, copy, meta) for copy in range(1, _JOB.copies + 1))
+    if source_wave is not None:
+        for name in _JOB.vocoders:
+            rows.extend(_vocoded_rows(source_wave, clip, name, meta))
     return index, rows
+
+
+VOCODED_ATTACK = "vocoded_"  # + the vocoder's name: the attack id of a vocoded clip
+
+
+def _vocoded_rows(wave: np.ndarray, clip: Clip, name: str, source: dict[str, Any]) -> list[_Row]:
+    """The fake clip vocoder `name` makes of bona fide training clip `clip` (its preprocessed
+    recording `wave`), and its codec copies when the build keeps waves.
+
+    The copy is made of the part of the recording its source's rows hold (the stored wave,
+    or the model's window), so it is as long as what it stands beside; it is then cut and
+    featurised as its source was. A row of its own (meta "_clip" is its `Clip`: label spoof,
+    attack ``vocoded_<name>``, the source's speaker and path), seeded by `seed` and its id.
+    A copy that cannot be made is listed, never fatal (meta "dropped").
+    """
+    from deepfake_audio.dsp.vocoders import vocode
+
+    assert _JOB is not None
+    fp = _JOB.features
+    made = replace(
+        clip, clip_id=f"{clip.clip_id}+{name}", label="spoof", attack=VOCODED_ATTACK + name
+    )
+    keep = _JOB.keeps_waves
+    length = fp.max_samples if keep else fp.n_samples
+    part = wave if wave.size <= length else fix_length(wave, length, crop=fp.crop)
+    seed = int(np.random.default_rng([_JOB.seed, _stable_hash(made.clip_id)]).integers(2**31))
+    try:
+        vocoded = vocode(part, fp.sample_rate, name, seed=seed)
+        fitted = fix_length(vocoded, fp.n_samples, crop=fp.crop, pad=fp.pad)
+        meta: dict[str, Any] = {
+            "duration_s": source.get("duration_s", ""),
+            "sample_rate": source.get("sample_rate", ""),
+            "sha256": hashlib.sha256(vocoded.tobytes()).hexdigest(),
+            "augmentation": f"vocoded:{name}",
+            **cue_cells("raw", vocoded, fp.sample_rate),
+            **cue_cells("as_fed", fitted, fp.sample_rate),
+            "_clip": made,
+        }
+        if keep:
+            meta["wave"] = encode_waves(vocoded)
+            meta["wave_samples"] = int(vocoded.size)
+        rows = [_row(0, clip_features(fitted, fp), meta, made, fp)]
+    except (BadFile, ValueError) as exc:
+        message = f"{clip.path}: vocoder {name} failed ({exc})"
+        return [(0, None, {"error": message, "dropped": "vocoder"}, None)]
+    if keep:
+        rows.extend(_copy_row(vocoded, made, copy, meta) for copy in range(1, _JOB.copies + 1))
+    return rows
 
 
 def _row(
@@ -334,6 +429,8 @@ def extraction_pool(
     augment: AugmentParams | None = None,
     seed: int = 0,
     validation_codec: str | None = None,
+    preprocess: Preprocess | None = None,
+    vocoders: tuple[str, ...] = (),
 ) -> Iterator[Callable[[], Iterator[tuple[int, list[_Row]]]]]:
     """A worker pool over `clips`; yields a function that streams `_extract` of every clip
     (its row and its codec copies' rows), in order, each time it is called (the benchmark
@@ -360,7 +457,16 @@ def extraction_pool(
     workers = _workers(fp)
     # Large chunks save parent CPU; small datasets still get every worker busy.
     chunk = max(1, min(16, len(clips) // (4 * workers)))
-    _JOB = _Job(clips, str(root), fp, augment or AugmentParams(), seed, validation_codec)
+    _JOB = _Job(
+        clips,
+        str(root),
+        fp,
+        augment or AugmentParams(),
+        seed,
+        validation_codec,
+        preprocess,
+        tuple(vocoders),
+    )
     # With fork, the executor starts every worker on the first map, before its own thread.
     pool = ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
@@ -456,9 +562,18 @@ _CueTable = dict[str, tuple[list[int], dict[str, dict[str, list[float]]]]]
 
 def _write_splits(
     params: Params, clips: list[Clip], tmp: Path
-) -> tuple[dict[str, dict[str, int]], dict[str, Any], list[dict[str, str]], float, int, _CueTable]:
+) -> tuple[
+    dict[str, dict[str, int]],
+    dict[str, Any],
+    list[dict[str, str]],
+    float,
+    int,
+    _CueTable,
+    dict[str, int],
+]:
     """Shards and manifests of every split into `tmp`: (counts of source clips, train stats,
-    bad files, seconds, codec copies written, the source clips' cues)."""
+    bad files, seconds, codec copies written, the source clips' cues). Vocoded clips and
+    clips dropped as too short are counted in `extras` (keys "vocoded", "dropped_short")."""
     fp = params.features
     # With data.corpora, a clip's path already starts with its corpus's path.
     root = "." if params.data.corpora else (params.data.path or ".")
@@ -467,6 +582,7 @@ def _write_splits(
     counts: dict[str, dict[str, int]] = {}
     stats: dict[str, Any] = {}
     copies = 0
+    extras = {"vocoded": 0, "dropped_short": 0}
     seconds = 0.0  # duration of the source audio kept, before crop/pad
     cues: _CueTable = {}
     # The held-out corpora's splits exist only when data.corpora has such corpora.
@@ -476,7 +592,14 @@ def _write_splits(
     # sha256 (raw 32 bytes) -> index in `ordered`: finds the same audio in two splits.
     first_seen: dict[bytes, int] = {}
     with extraction_pool(
-        ordered, root, fp, params.augment, params.seed, params.data.validation_codec
+        ordered,
+        root,
+        fp,
+        params.augment,
+        params.seed,
+        params.data.validation_codec,
+        preprocess_of(params),
+        params.data.vocoded.vocoders,
     ) as stream:
         # One ordered stream over all splits, so the workers never idle at a split boundary;
         # each split below takes its own clips' results off it, in order.
@@ -487,6 +610,7 @@ def _write_splits(
             keep = keeps_waves and split == "train"
             waves = WaveWriter(tmp, params.data.shard_size) if keep else None
             per_label: Counter[str] = Counter()
+            short_by_label: Counter[str] = Counter()  # dropped as too short, this split
             targets: list[int] = []
             views: dict[str, dict[str, list[float]]] = {
                 view: {name: [] for name in CUE_NAMES} for view in CUE_VIEWS
@@ -502,13 +626,20 @@ def _write_splits(
                     progress.update(done)
                     clip = ordered[index]
                     for copy, feats, meta, clip_moments in rows:
+                        # A vocoded clip (and its codec copies) brings its own Clip record.
+                        row_clip = meta.pop("_clip", clip)
+                        made = row_clip is not clip
                         if feats is None:
-                            if params.data.on_bad_file == "fail":
+                            dropped = meta.get("dropped")  # "short", "vocoder" or None
+                            if params.data.on_bad_file == "fail" and not dropped:
                                 raise UserError(f"{meta['error']} (data.on_bad_file: fail)")
                             reason = meta["error"]
                             bad.append({"path": clip.path, "split": split, "reason": reason})
+                            if dropped == "short":
+                                extras["dropped_short"] += 1
+                                short_by_label[clip.label] += 1
                             continue
-                        if not copy:
+                        if not copy and not made:
                             key = bytes.fromhex(meta["sha256"])
                             other = ordered[first_seen.setdefault(key, index)]
                             if other.split != split:
@@ -522,6 +653,8 @@ def _write_splits(
                             raise AssertionError("wave shards out of step with feature shards")
                         if copy:
                             copies += 1
+                        elif made:
+                            extras["vocoded"] += 1
                         else:
                             per_label[clip.label] += 1
                             seconds += float(meta["duration_s"] or 0.0)
@@ -532,18 +665,18 @@ def _write_splits(
                                     values.append(meta.get(cue_column(view, name), np.nan))
                         manifest.writerow(
                             {
-                                "clip_id": _copy_id(clip, copy, meta),
+                                "clip_id": _copy_id(row_clip, copy, meta),
                                 "path": clip.path,
                                 "split": split,
-                                "label": clip.label,
-                                "target": clip.target,
-                                "speaker": clip.speaker,
-                                "attack": clip.attack,
-                                "corpus": clip.corpus,
+                                "label": row_clip.label,
+                                "target": row_clip.target,
+                                "speaker": row_clip.speaker,
+                                "attack": row_clip.attack,
+                                "corpus": row_clip.corpus,
                                 **meta,
                                 "shard": shard,
                                 "row": row,
-                                "copy_of": clip.clip_id if copy else "",
+                                "copy_of": row_clip.clip_id if copy else "",
                             }
                         )
             writer.flush()
@@ -551,9 +684,11 @@ def _write_splits(
                 waves.flush()
             counts[split] = {label: per_label.get(label, 0) for label in LABELS}
             if split not in SPLITS:
+                _check_dropped(split, per_label, short_by_label, fp)
                 _check_held_out(split, held_out, targets)
                 cues.update(_per_corpus(cues.pop(split), held_out))
                 continue
+            _check_dropped(split, per_label, short_by_label, fp)
             if not sum(per_label.values()):
                 raise UserError(f"split {split!r} is empty after decoding: no usable clips")
             missing = [label for label in LABELS if per_label.get(label, 0) == 0]
@@ -563,7 +698,43 @@ def _write_splits(
                 )
             if split == "train":
                 stats = writer.statistics()
-    return counts, stats, bad, seconds, copies, cues
+    return counts, stats, bad, seconds, copies, cues, extras
+
+
+def preprocess_of(params: Params) -> Preprocess | None:
+    """`data.preprocess` resolved for this build's source (None: off)."""
+    from deepfake_audio.dsp.preprocess import resolve
+
+    return resolve(
+        params.data.preprocess, params.data.audio_source(), params.features.feature_kind.audio
+    )
+
+
+# A class that loses more than this share of a split to ``short: drop`` is warned about: the
+# drop is then a selection by length, which can be by class; above `DROPPED_FAIL_SHARE` the
+# split no longer measures anything and the build stops (the FoR sample at 2 s windows would
+# keep 1 of its 28 test fakes; docs/data.md).
+DROPPED_WARN_SHARE = 0.1
+DROPPED_FAIL_SHARE = 0.5
+
+
+def _check_dropped(
+    split: str, kept: Counter[str], dropped: Counter[str], fp: FeaturesParams
+) -> None:
+    """Warn for each class of `split` that ``short: drop`` thinned out; fail for one it gutted."""
+    for label in LABELS:
+        total = kept.get(label, 0) + dropped.get(label, 0)
+        if not total or dropped.get(label, 0) <= DROPPED_WARN_SHARE * total:
+            continue
+        what = (
+            f"data.preprocess.short: drop leaves {kept.get(label, 0)} of {total} {label} clips "
+            f"in {split} (the others are shorter than features.clip_seconds "
+            f"{fp.clip_seconds:g} s after trimming silence)"
+        )
+        fix = "use a shorter features.clip_seconds or data.preprocess.short: pad"
+        if dropped.get(label, 0) > DROPPED_FAIL_SHARE * total:
+            raise UserError(f"{what}: the split would no longer measure that class; {fix}")
+        print(f"warning: {what}; {fix} keeps them", file=sys.stderr)
 
 
 def _check_held_out(split: str, corpora: list[str], targets: list[int]) -> None:
@@ -620,14 +791,16 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        counts, stats, bad, seconds, copies, cues = _write_splits(params, clips, tmp)
+        counts, stats, bad, seconds, copies, cues, extras = _write_splits(params, clips, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-built dataset left behind
         raise
+    prep = preprocess_of(params)
     write_stats(
         tmp,
         fp,
-        params.section("features"),
+        # The preprocessing goes with the features: what a served model reads them from.
+        params.section("features") | ({"preprocess": prep.to_dict()} if prep else {}),
         source="corpora" if params.data.corpora else params.data.source,
         counts=counts,
         codec_copies=copies,
@@ -644,7 +817,7 @@ def build(params: Params, clips: list[Clip], out: Path, reports: Path) -> dict[s
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
-    summary = _write_reports(reports, counts, bad, clips, fp, seconds, copies)
+    summary = _write_reports(reports, counts, bad, clips, fp, seconds, copies, extras)
     write_shortcut_audit(Path(reports) / SHORTCUTS_REPORT, cues, fp)
     return summary
 
@@ -691,6 +864,7 @@ def _write_reports(
     fp: FeaturesParams,
     seconds: float,
     copies: int = 0,
+    extras: dict[str, int] | None = None,
 ) -> dict[str, Any]:
 
     reports = Path(reports)
@@ -704,6 +878,9 @@ def _write_reports(
     summary["per_split"] = counts
     if copies:
         summary["train_codec_copies"] = copies
+    for key, value in (extras or {}).items():
+        if value:  # train_vocoded, dropped_short: only when there are any (the demo has none)
+            summary["train_vocoded" if key == "vocoded" else key] = value
     write_json(reports / "dataset.json", summary)
     if bad:
         reasons = Counter(_reason_kind(row["reason"]) for row in bad)

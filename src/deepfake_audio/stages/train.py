@@ -109,6 +109,10 @@ def run(
                 "replicas": device["replicas"],
                 "jit_compile": model.jit_compile,  # Keras "auto": XLA on one GPU, not on CPU
                 **{f"features.{k}": v for k, v in params.section("features").items()},
+                # What the dataset did before the features (stored with it, served with the
+                # model) and the vocoded spoofs it added: runs with and without differ here.
+                "data.preprocess": str(data.meta["features"].get("preprocess") or "off"),
+                "data.vocoded.vocoders": str(list(params.data.vocoded.vocoders)),
                 **fit_input.params,
             }
         )

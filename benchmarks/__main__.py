@@ -1,10 +1,16 @@
-"""`python -m benchmarks [...]` (speed and size) or `python -m benchmarks quality [...]`
-(seed variance of the pipeline): see benchmarks/README.md."""
+"""`python -m benchmarks [...]` (speed and size), `python -m benchmarks quality [...]`
+(seed variance of the pipeline) or `python -m benchmarks real-speech [...]` (the recommended
+real-speech detector, `make real-speech`): see benchmarks/README.md."""
 
 import sys
 
 if sys.argv[1:2] == ["quality"]:
     from benchmarks.quality import main
+
+    sys.exit(main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["real-speech"]:
+    from benchmarks.real_speech import main
 
     sys.exit(main(sys.argv[2:]))
 

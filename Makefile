@@ -17,7 +17,9 @@ export MLFLOW_PORT
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help demo test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade plots-template dvc-deps
+SEED ?= 0
+
+.PHONY: help demo real-speech test test-fast lint format server server-stop clean-venv bench quality venv lock lock-upgrade plots-template dvc-deps
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -47,6 +49,14 @@ demo: $(BIN)/.installed ## build .venv, start the MLflow server, run the pipelin
 	b=m.get('baseline_lfcc_gmm_test_eer'); b is None or print(f\"LFCC-GMM EER:     {b:.2%} (the classic baseline, same clips)\"); \
 	print(f\"registered model: {r['model_name']} version {r['version']} aliases {', '.join(r['aliases'])}\")"
 	@echo "next:             dvc exp run -S tune.max_trials=6 && dvc exp show"
+
+# The recommended real-speech detector (docs/pipeline.md, "Real speech: make real-speech"):
+# one `dvc exp run` with benchmarks/real_speech.yaml's settings on the five shared corpora,
+# registered as its own model. The local server is started only when MLFLOW_TRACKING_URI is
+# the local default; any other is used as it is.
+real-speech: $(BIN)/.installed ## train + register the real-speech detector on ../shared/datasets (SEED=0)
+	@if [ "$(MLFLOW_TRACKING_URI)" = "http://127.0.0.1:$(MLFLOW_PORT)" ]; then deepfake-audio server start; fi
+	$(BIN)/python -m benchmarks real-speech --seed $(SEED)
 
 # pytest-xdist: TEST_WORKERS processes, each test file on one of them (module fixtures such as
 # the demo pipeline run once). TEST_WORKERS=1 runs them in this process, one at a time.

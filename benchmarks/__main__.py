@@ -1,6 +1,7 @@
 """`python -m benchmarks [...]` (speed and size), `python -m benchmarks quality [...]`
-(seed variance of the pipeline) or `python -m benchmarks shortcuts [...]` (the shortcut
-audit of real corpora before and after preprocessing): see benchmarks/README.md."""
+(seed variance of the pipeline), `python -m benchmarks shortcuts [...]` (the shortcut audit
+of real corpora before and after preprocessing) or `python -m benchmarks real-speech [...]`
+(the recommended real-speech detector, `make real-speech`): see benchmarks/README.md."""
 
 import sys
 
@@ -16,6 +17,11 @@ if sys.argv[1:2] == ["preprocess-baseline"]:
 
 if sys.argv[1:2] == ["quality"]:
     from benchmarks.quality import main
+
+    sys.exit(main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["real-speech"]:
+    from benchmarks.real_speech import main
 
     sys.exit(main(sys.argv[2:]))
 

@@ -153,18 +153,32 @@ def detector(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_the_timeline_windows_are_the_served_windows(detector, tmp_path: Path) -> None:
-    """At half a window the window scores are the logits the served score averages."""
+    """Each window scores what the served model gives that window cut to a file of its own
+    (its own level, as every training clip had); the file's score is their mean."""
     import pandas as pd
 
     path = tmp_path / "talk.wav"
     sf.write(path, voice(5, 7.3, 22050), 22050, subtype="PCM_16")
     found = timeline.compute(detector, path, path.name, hop_seconds=0.5)
-    inputs = detector.windows("path", str(path))
-    np.testing.assert_allclose(found.scores, detector.logits(inputs), rtol=1e-4, atol=1e-4)
-    served = detector.score(pd.DataFrame({"path": [str(path)]})).iloc[0]
-    assert found.score == pytest.approx(served["score"], abs=1e-4)
-    assert found.fake_probability == pytest.approx(served["fake_probability"], abs=1e-4)
-    assert found.label == served["label"]
+    assert found.score == pytest.approx(float(np.mean(found.scores)))
+    assert found.label == detector.rule.label(found.score)
+    # At the model's rate (no resampling at the cuts) a window is exactly its own clip,
+    # also where the level changes within the recording (a whole-file gain would not be).
+    rate = detector.features.sample_rate
+    ints = (voice(6, 4.6, rate) * 32767).astype(np.int16)
+    ints[: rate * 2] //= 8  # a quiet start
+    talk = tmp_path / "level.wav"
+    sf.write(talk, ints, rate, subtype="PCM_16")
+    steps = timeline.compute(detector, talk, talk.name, hop_seconds=0.5)
+    cuts = []
+    for i, start in enumerate(steps.starts):
+        cuts.append(tmp_path / f"cut{i}.wav")
+        first = int(round(start * rate))
+        sf.write(cuts[-1], ints[first : first + rate], rate, subtype="PCM_16")
+    served = detector.score(pd.DataFrame({"path": [str(c) for c in cuts]}))
+    np.testing.assert_allclose(steps.scores, served["score"], rtol=1e-5, atol=1e-5)
+    short = timeline.compute(detector, cuts[0], "cut0.wav")  # one window: the served clip
+    assert short.scores.tolist() == pytest.approx([served["score"].iloc[0]], abs=1e-5)
     assert found.hop == 0.5 and found.window == 1.0
     assert found.starts[-1] == pytest.approx(found.duration - 1.0, abs=1e-3)  # end-aligned
     want = detector.rule.fake_probability(found.scores)

@@ -265,6 +265,26 @@ def measure(
     return Level(duration, samples, peak, gain)
 
 
+def window_level(window: np.ndarray, fallback: float) -> np.ndarray:
+    """`window` scaled and clipped as `audio.condition` scales a clip of its own.
+
+    The timeline scores each window as the served model would score that window cut to a
+    file of its own (`load_clip`: the gain from the clip's own RMS), which is how every
+    training clip was levelled; one gain for a whole long recording would put a quiet or
+    loud stretch at a level no training clip had. A window of digital silence (peak below
+    `SILENCE_PEAK`: a served clip of it would be refused) keeps `fallback`, the whole
+    recording's gain, rather than amplifying rounding noise.
+    """
+    wide = window.astype(np.float64)
+    peak = float(np.max(np.abs(wide))) if wide.size else 0.0
+    if peak < SILENCE_PEAK:
+        gain = fallback
+    else:
+        gain = TARGET_RMS / math.sqrt(float(np.dot(wide, wide)) / wide.size)
+    scaled = window * np.float32(gain)
+    return np.clip(scaled, -1.0, 1.0, out=scaled)
+
+
 def conditioned_blocks(
     source: Source,
     sample_rate: int,

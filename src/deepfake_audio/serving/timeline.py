@@ -300,9 +300,11 @@ def compute(
     level = stream.measure(source, rate, name, max_seconds=max_seconds, cap_note=cap_note)
     envelope = Envelope(level.samples)
 
-    def blocks() -> Iterator[np.ndarray]:
-        for block in stream.conditioned_blocks(source, rate, level, name, max_seconds, cap_note):
-            envelope.feed(block)
+    gain = np.float32(level.gain)
+
+    def blocks() -> Iterator[np.ndarray]:  # unscaled: each window gets its own level below
+        for block in stream.resampled_blocks(source, rate, name, max_seconds, cap_note):
+            envelope.feed(np.clip(block * gain, -1.0, 1.0))  # the plot: the whole's level
             yield block
 
     starts: list[int] = []
@@ -310,6 +312,10 @@ def compute(
     batch = np.empty((BATCH, *fp.input_shape), dtype=np.float32)
     filled = 0
     for start, window in stream_windows(blocks(), level.samples, n, hop, pad=fp.pad):
+        if level.samples <= n:  # the whole recording is the one clip: its gain, then pad
+            window = np.clip(window * gain, -1.0, 1.0)
+        else:
+            window = stream.window_level(window, level.gain)
         batch[filled] = clip_features(window, fp).reshape(fp.input_shape)
         starts.append(start)
         filled += 1

@@ -10,10 +10,12 @@ keeps only a window's worth of them (`serving.timeline`) runs in flat memory:
   whole signal, and with block edges on multiples of the rate ratio's denominator so the
   output samples fall on the same instants. The blocks' output, joined, equals
   `audio.resample` of the whole (tests hold them to 1e-6), edge effects included.
-- `conditioned_blocks` reads the file twice: once for the loudness gain (`load_wave`
-  scales by the RMS of the whole resampled recording, so the gain depends on every sample)
-  and the length and silence checks, once to hand the scaled blocks out. Reading twice
-  costs decoding time, never memory.
+- `measure` is a first pass: the length, the silence checks and `load_wave`'s gain (the
+  RMS of the whole resampled recording). `conditioned_blocks`, a second pass, hands out
+  `load_wave`'s scaled blocks; the timeline instead levels each window on its own
+  (`window_level`, as a served clip of that window would be) and keeps the whole's gain for
+  its plot and for windows of digital silence. Reading twice costs decoding time, never
+  memory.
 
 The checks are `audio.decode`'s and `audio.condition`'s (rate range, header length and the
 cap, NaN samples, too short, silent), with their messages: a bad file fails the same way

@@ -343,7 +343,7 @@ def test_the_default_detector_places_a_spliced_passage_within_a_second(
 @pytest.mark.slow
 def test_false_alarms_on_the_bona_fide_speech_stay_rare(spliced) -> None:
     """Outside the passages the served threshold (Bayes, spoof prior 0.05, chosen on
-    validation) flags little: measured about 3.4 s of 250 s (1.4 %) on the test split."""
+    validation) flags little: measured about 3.5 s of 250 s (1.4 %) on the test split."""
     splices, found, _ = spliced
     near = [(at - 1.0, at + PASSAGE_S + 1.0) for at in splices.values()]
     false_s = sum(b - a for a, b in found.ranges if not any(a < hi and b > lo for lo, hi in near))

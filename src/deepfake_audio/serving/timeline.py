@@ -371,7 +371,7 @@ def compute(
     edges, means = coverage(begin, window_s, duration, logits)
     stretch_fake = median_smooth(means, smooth) <= rule.threshold
     ranges = merge_ranges(edges, stretch_fake)
-    mean = served_score(detector, source, level, name, max_seconds, cap_note)
+    file_score = served_score(detector, source, level, name, max_seconds, cap_note)
     return Timeline(
         duration=duration,
         window=window_s,
@@ -389,9 +389,9 @@ def compute(
         stretch_probabilities=np.asarray(rule.fake_probability(means), dtype=np.float64),
         ranges=ranges,
         envelope=envelope.array(),
-        score=mean,
-        fake_probability=float(rule.fake_probability(np.array([mean]))[0]),
-        label=rule.label(mean),
+        score=file_score,
+        fake_probability=float(rule.fake_probability(np.array([file_score]))[0]),
+        label=rule.label(file_score),
     )
 
 

@@ -10,10 +10,12 @@ keeps only a window's worth of them (`serving.timeline`) runs in flat memory:
   whole signal, and with block edges on multiples of the rate ratio's denominator so the
   output samples fall on the same instants. The blocks' output, joined, equals
   `audio.resample` of the whole (tests hold them to 1e-6), edge effects included.
-- `conditioned_blocks` reads the file twice: once for the loudness gain (`load_wave`
-  scales by the RMS of the whole resampled recording, so the gain depends on every sample)
-  and the length and silence checks, once to hand the scaled blocks out. Reading twice
-  costs decoding time, never memory.
+- `measure` is a first pass: the length, the silence checks and `load_wave`'s gain (the
+  RMS of the whole resampled recording). `conditioned_blocks`, a second pass, hands out
+  `load_wave`'s scaled blocks; the timeline instead levels each window on its own
+  (`window_level`, as a served clip of that window would be) and keeps the whole's gain for
+  its plot and for windows of digital silence. Reading twice costs decoding time, never
+  memory.
 
 The checks are `audio.decode`'s and `audio.condition`'s (rate range, header length and the
 cap, NaN samples, too short, silent), with their messages: a bad file fails the same way
@@ -263,6 +265,26 @@ def measure(
         raise AudioError(name, f"silent (peak amplitude {peak:.2g} < {SILENCE_PEAK:g})")
     gain = TARGET_RMS / math.sqrt(energy / samples)
     return Level(duration, samples, peak, gain)
+
+
+def window_level(window: np.ndarray, fallback: float) -> np.ndarray:
+    """`window` scaled and clipped as `audio.condition` scales a clip of its own.
+
+    The timeline scores each window as the served model would score that window cut to a
+    file of its own (`load_clip`: the gain from the clip's own RMS), which is how every
+    training clip was levelled; one gain for a whole long recording would put a quiet or
+    loud stretch at a level no training clip had. A window of digital silence (peak below
+    `SILENCE_PEAK`: a served clip of it would be refused) keeps `fallback`, the whole
+    recording's gain, rather than amplifying rounding noise.
+    """
+    wide = window.astype(np.float64)
+    peak = float(np.max(np.abs(wide))) if wide.size else 0.0
+    if peak < SILENCE_PEAK:
+        gain = fallback
+    else:
+        gain = TARGET_RMS / math.sqrt(float(np.dot(wide, wide)) / wide.size)
+    scaled = window * np.float32(gain)
+    return np.clip(scaled, -1.0, 1.0, out=scaled)
 
 
 def conditioned_blocks(

@@ -75,9 +75,8 @@ def _saliency_png(detector: Any, found: Any, source: bytes) -> str | None:
     index = int(np.argmin(found.scores))
     start = int(round(found.starts[index] * fp.sample_rate))
     level = stream.measure(source, fp.sample_rate)
-    blocks = stream.conditioned_blocks(source, fp.sample_rate, level)
     hop = max(1, int(round(found.hop * fp.sample_rate)))
-    for at, window in timeline.stream_windows(blocks, level.samples, fp.n_samples, hop, fp.pad):
+    for at, window in timeline.levelled_windows(source, fp, level, hop):  # as scored
         if at == start:
             x = clip_features(window, fp).reshape(fp.input_shape).astype(np.float32)
             break

@@ -31,6 +31,23 @@ def voice(seed: int, seconds: float, rate: int) -> np.ndarray:
     return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
 
 
+def tiny_hparams(filters: int = 8, dense_units: int = 8) -> dict[str, float | int | str]:
+    """compact_cnn's hyperparameters at their smallest: a real model that fits in seconds.
+
+    One place for the many tests that need a network only to have one; a fresh dict each
+    call, so a test that changes it changes only its own.
+    """
+    return {
+        "filters_1": filters,
+        "filters_2": filters,
+        "kernel_size_1": 3,
+        "kernel_size_2": 3,
+        "dense_units": dense_units,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+    }
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Give the stages the tests start a working Ctrl-C, however pytest was launched.
 

@@ -23,7 +23,7 @@ import soundfile as sf
 import yaml
 
 from cdp import Browser, find_chromium
-from conftest import free_port, voice
+from conftest import free_port, tiny_hparams, voice
 from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV
 
 pytestmark = pytest.mark.slow
@@ -37,15 +37,7 @@ def _model(root: Path) -> tuple[Path, Path]:
 
     raw = {"features": {"kind": "logmel", "clip_seconds": 1.0, "n_mels": 32}}
     fp = parse_params(raw).features
-    hparams = {
-        "filters_1": 8,
-        "filters_2": 8,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 8,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    hparams = tiny_hparams()
     model = network.build(
         hparams,
         "compact_cnn",

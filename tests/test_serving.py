@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import free_port, voice
+from conftest import free_port, tiny_hparams, voice
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.scoring.calibration import Calibration, Decision, bayes_threshold
@@ -38,15 +38,7 @@ from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV, PATHS_
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
-HPARAMS = {
-    "filters_1": 8,
-    "filters_2": 8,
-    "kernel_size_1": 3,
-    "kernel_size_2": 3,
-    "dense_units": 8,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-}
+HPARAMS = tiny_hparams()
 
 
 def _voice(seed: int, seconds: float) -> np.ndarray:

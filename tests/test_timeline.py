@@ -18,21 +18,13 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import voice
+from conftest import tiny_hparams, voice
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp import audio, stream
 from deepfake_audio.dsp.audio import AudioError
 from deepfake_audio.serving import timeline
 
-HPARAMS = {
-    "filters_1": 8,
-    "filters_2": 8,
-    "kernel_size_1": 3,
-    "kernel_size_2": 3,
-    "dense_units": 8,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-}
+HPARAMS = tiny_hparams()
 
 
 @pytest.mark.parametrize("orig", [8000, 11025, 22050, 44100, 48000, 16000, 12345])

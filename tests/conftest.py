@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,6 +47,23 @@ def tiny_hparams(filters: int = 8, dense_units: int = 8) -> dict[str, float | in
         "learning_rate": 1e-3,
         "optimizer": "adam",
     }
+
+
+def tiny_logmel_model(n_mels: int, input_shape: tuple[int, ...]) -> Any:
+    """An untrained tiny compact_cnn on log-mel features, normalised as real log-mels are.
+
+    Serving and timeline tests need a real detector, not a trained one; keras is imported
+    here, not at the top, so tests without a model do not pay for it.
+    """
+    from deepfake_audio.models import network
+
+    return network.build(
+        tiny_hparams(),
+        "compact_cnn",
+        input_shape,
+        np.full(n_mels, -40.0, np.float32),
+        np.full(n_mels, 20.0, np.float32),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Literal
 
@@ -32,6 +33,7 @@ __all__ = [
     "TARGET_RMS",
     "AudioError",
     "check_header",
+    "checked_blocks",
     "checked_path",
     "condition",
     "decode",
@@ -237,34 +239,49 @@ def _read_mono(
     """libsndfile's samples, down-mixed block by block; the checks of `decode`."""
     with sf.SoundFile(handle) as audio:
         sample_rate, channels, limit = check_header(audio, name, max_seconds, cap_note)
-        # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
-        # libsndfile's own float conversion (x / 32768) and about twice as fast.
-        pcm16 = audio.subtype == "PCM_16"
-        blocks: list[np.ndarray] = []
-        total = 0
-        while True:
-            if pcm16:
-                ints = audio.read(_BLOCK_FRAMES, dtype="int16", always_2d=True)
-                data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
-            else:
-                data = audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                break
-            total += data.shape[0]
-            if total > limit:
-                raise AudioError(
-                    name, f"audio is longer than the {max_seconds:g} s cap ({cap_note})"
-                )
-            if not np.all(np.isfinite(data)):
-                raise AudioError(name, "contains NaN or infinite samples")
-            mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
-            blocks.append(np.asarray(mono, dtype=np.float32))
-            if data.shape[0] < _BLOCK_FRAMES:  # a short read is the end: skip an empty one
-                break
+        blocks = list(checked_blocks(audio, name, channels, limit, max_seconds, cap_note))
     if not blocks:
         return np.zeros(0, dtype=np.float32), sample_rate
     wave = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return np.ascontiguousarray(wave, dtype=np.float32), sample_rate
+
+
+def checked_blocks(
+    handle: sf.SoundFile,
+    name: str,
+    channels: int,
+    limit: int,
+    max_seconds: float,
+    cap_note: str,
+    block_frames: int = _BLOCK_FRAMES,
+) -> Iterator[np.ndarray]:
+    """float32 mono blocks of a file `check_header` passed, each checked as it is decoded.
+
+    The cap (`limit` frames) is enforced on what is actually decoded, since a header may
+    understate the length; NaN/inf samples are refused. Shared by `decode` (which joins the
+    blocks) and `stream.mono_blocks` (which hands them out one by one).
+    """
+    # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
+    # libsndfile's own float conversion (x / 32768) and about twice as fast.
+    pcm16 = handle.subtype == "PCM_16"
+    total = 0
+    while True:
+        if pcm16:
+            ints = handle.read(block_frames, dtype="int16", always_2d=True)
+            data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
+        else:
+            data = handle.read(block_frames, dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            break
+        total += data.shape[0]
+        if total > limit:
+            raise AudioError(name, f"audio is longer than the {max_seconds:g} s cap ({cap_note})")
+        if not np.all(np.isfinite(data)):
+            raise AudioError(name, "contains NaN or infinite samples")
+        mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
+        yield np.asarray(mono, dtype=np.float32)
+        if data.shape[0] < block_frames:  # a short read is the end: skip an empty one
+            break
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -144,25 +144,11 @@ def mono_blocks(
     try:
         with _open(source, name) as handle:
             rate, channels, limit = audio.check_header(handle, name, cap, cap_note)
-            pcm16 = handle.subtype == "PCM_16"
-            total = 0
-            while True:
-                if pcm16:  # as audio.decode: bit-identical to libsndfile's x / 32768
-                    ints = handle.read(block_frames, dtype="int16", always_2d=True)
-                    data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
-                else:
-                    data = handle.read(block_frames, dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                total += data.shape[0]
-                if total > limit:
-                    raise AudioError(name, f"audio is longer than the {cap:g} s cap ({cap_note})")
-                if not np.all(np.isfinite(data)):
-                    raise AudioError(name, "contains NaN or infinite samples")
-                mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
-                yield np.ascontiguousarray(mono, dtype=np.float32), rate
-                if data.shape[0] < block_frames:
-                    break
+            blocks = audio.checked_blocks(
+                handle, name, channels, limit, cap, cap_note, block_frames
+            )
+            for block in blocks:
+                yield np.ascontiguousarray(block, dtype=np.float32), rate
     except AudioError:
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is this file's

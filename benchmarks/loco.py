@@ -203,27 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a YAML file with data.corpora (or corpora): default %(default)s",
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
-    parser.add_argument(
-        "-S",
-        "--set-param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="passed to every `dvc exp run` (e.g. -S tune.max_trials=2)",
+    quality.add_queue_options(
+        parser, example="tune.max_trials=2", timeout_hours=12, out=DEFAULT_OUT
     )
-    parser.add_argument("--jobs", type=int, default=1, help="dvc queue workers (default: 1)")
-    parser.add_argument("--timeout", type=float, default=12 * 3600, help="seconds (default 12 h)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cwd = Path.cwd()
-    if not (cwd / "dvc.yaml").is_file() or not (cwd / ".git").exists():
-        raise SystemExit("loco: run it in the project's root (a git repository with dvc.yaml)")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise SystemExit("loco: set MLFLOW_TRACKING_URI (make quality starts the server)")
+    cwd = quality.require_project("loco")
     import subprocess
 
     corpora = load_corpora(args.corpora)

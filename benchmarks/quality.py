@@ -186,18 +186,44 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated model.architecture values (default: the one in params.yaml)",
     )
+    add_queue_options(parser, example="data.source=folders", timeout_hours=6, out=DEFAULT_OUT)
+    return parser
+
+
+def add_queue_options(
+    parser: argparse.ArgumentParser, *, example: str, timeout_hours: float, out: Path
+) -> None:
+    """-S, --jobs, --timeout and --out: the options of every benchmark that queues `dvc exp run`s.
+
+    Shared with `benchmarks.loco`, which differs only in the example, the time it allows
+    the queue and where it writes.
+    """
     parser.add_argument(
         "-S",
         "--set-param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="passed to every `dvc exp run` (e.g. -S data.source=folders)",
+        help=f"passed to every `dvc exp run` (e.g. -S {example})",
     )
     parser.add_argument("--jobs", type=int, default=1, help="dvc queue workers (default: 1)")
-    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds (default 6 h)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return parser
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout_hours * 3600,
+        help=f"seconds (default {timeout_hours:g} h)",
+    )
+    parser.add_argument("--out", type=Path, default=out)
+
+
+def require_project(prog: str) -> Path:
+    """The current folder, once it is a project root (git + dvc.yaml) with a tracking server set."""
+    cwd = Path.cwd()
+    if not (cwd / "dvc.yaml").is_file() or not (cwd / ".git").exists():
+        raise SystemExit(f"{prog}: run it in the project's root (a git repository with dvc.yaml)")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SystemExit(f"{prog}: set MLFLOW_TRACKING_URI (make quality starts the server)")
+    return cwd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,11 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return loco.main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--loco"])
     args = build_parser().parse_args(argv)
-    cwd = Path.cwd()
-    if not (cwd / "dvc.yaml").is_file() or not (cwd / ".git").exists():
-        raise SystemExit("quality: run it in the project's root (a git repository with dvc.yaml)")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise SystemExit("quality: set MLFLOW_TRACKING_URI (make quality starts the server)")
+    cwd = require_project("quality")
     import yaml
 
     params = yaml.safe_load((cwd / "params.yaml").read_text())

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,40 @@ def voice(seed: int, seconds: float, rate: int) -> np.ndarray:
     wave = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 12))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
     return (0.05 * wave * envelope + 0.003 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def tiny_hparams(filters: int = 8, dense_units: int = 8) -> dict[str, float | int | str]:
+    """compact_cnn's hyperparameters at their smallest: a real model that fits in seconds.
+
+    One place for the many tests that need a network only to have one; a fresh dict each
+    call, so a test that changes it changes only its own.
+    """
+    return {
+        "filters_1": filters,
+        "filters_2": filters,
+        "kernel_size_1": 3,
+        "kernel_size_2": 3,
+        "dense_units": dense_units,
+        "learning_rate": 1e-3,
+        "optimizer": "adam",
+    }
+
+
+def tiny_logmel_model(n_mels: int, input_shape: tuple[int, ...]) -> Any:
+    """An untrained tiny compact_cnn on log-mel features, normalised as real log-mels are.
+
+    Serving and timeline tests need a real detector, not a trained one; keras is imported
+    here, not at the top, so tests without a model do not pay for it.
+    """
+    from deepfake_audio.models import network
+
+    return network.build(
+        tiny_hparams(),
+        "compact_cnn",
+        input_shape,
+        np.full(n_mels, -40.0, np.float32),
+        np.full(n_mels, 20.0, np.float32),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from conftest import tiny_hparams
 from deepfake_audio.scoring import metrics, reporting
 from deepfake_audio.stages import evaluate as evaluation
 from deepfake_audio.stages.register import gate
@@ -199,15 +200,7 @@ def test_predict_scores_files_and_reports_bad_ones(tmp_path: Path) -> None:
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p = parse_params(params)
-    values = {
-        "filters_1": 4,
-        "filters_2": 4,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 4,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    values = tiny_hparams(filters=4, dense_units=4)
     model = network.build(
         values, "compact_cnn", (16, p.features.n_frames, 1), np.zeros(16), np.ones(16)
     )

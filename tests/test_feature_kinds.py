@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import tiny_hparams
 from deepfake_audio.config import architectures
 from deepfake_audio.config import params as config
 from deepfake_audio.config.kinds import KINDS, LFCC, by_name
@@ -89,15 +90,7 @@ def test_notebook_images_become_a_dataset_at_image_size(tmp_path: Path) -> None:
 
     from deepfake_audio.models import network
 
-    values = {
-        "filters_1": 8,
-        "filters_2": 8,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 8,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    values = tiny_hparams()
     model = network.build(values, "compact_cnn", data.input_shape, data.mean, data.std, 3)
     history = model.fit(data.tf_dataset("train", batch_size=4), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

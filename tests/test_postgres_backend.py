@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, tiny_hparams
 from deepfake_audio.ops import server
 
 pytestmark = pytest.mark.slow
@@ -153,15 +153,7 @@ def test_mlflow_on_postgresql_keeps_runs_models_and_aliases(
         )
         tracking.connect(params.mlflow.experiment_name)
         shape = (16, 51, 1)
-        values = {
-            "filters_1": 4,
-            "filters_2": 4,
-            "kernel_size_1": 3,
-            "kernel_size_2": 3,
-            "dense_units": 8,
-            "learning_rate": 1e-3,
-            "optimizer": "adam",
-        }
+        values = tiny_hparams(filters=4, dense_units=8)
         model = network.build(
             values, "compact_cnn", shape, np.zeros(16, np.float32), np.ones(16, np.float32)
         )

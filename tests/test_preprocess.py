@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from conftest import voice
+from conftest import tiny_hparams, voice
 from deepfake_audio.config.params import PreprocessParams, parse_params
 from deepfake_audio.dsp.audio import TARGET_RMS
 from deepfake_audio.dsp.cues import clip_cues
@@ -239,15 +239,7 @@ def test_a_served_clip_scores_as_the_dataset_fed_it(
 
     data = SpectrogramDataset(built.out)
     fp = data.features
-    hparams = {
-        "filters_1": 8,
-        "filters_2": 8,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 8,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    hparams = tiny_hparams()
     model = network.build(hparams, "compact_cnn", fp.input_shape, data.mean, data.std)
     model.save(tmp_path / "model.keras")
     config = serving.make_config(data.meta["features"], threshold=0.0)

@@ -17,13 +17,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import yaml
 
 from cdp import Browser, find_chromium
-from conftest import free_port, voice
+from conftest import free_port, tiny_logmel_model, voice
 from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV
 
 pytestmark = pytest.mark.slow
@@ -33,26 +32,10 @@ MAX_BYTES = 1_500_000
 
 def _model(root: Path) -> tuple[Path, Path]:
     from deepfake_audio.config.params import parse_params
-    from deepfake_audio.models import network
 
     raw = {"features": {"kind": "logmel", "clip_seconds": 1.0, "n_mels": 32}}
     fp = parse_params(raw).features
-    hparams = {
-        "filters_1": 8,
-        "filters_2": 8,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 8,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
-    model = network.build(
-        hparams,
-        "compact_cnn",
-        fp.input_shape,
-        np.full(fp.n_mels, -40.0, np.float32),
-        np.full(fp.n_mels, 20.0, np.float32),
-    )
+    model = tiny_logmel_model(fp.n_mels, fp.input_shape)
     model.save(root / "model.keras")
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return root / "params.yaml", root / "model.keras"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import tiny_hparams
 from deepfake_audio.serving import saliency
 
 
@@ -28,15 +29,7 @@ def test_the_gradient_is_the_bona_fide_logits_and_the_picture_draws() -> None:
     """Against central differences on a real (built) network, per row of a batch."""
     from deepfake_audio.models import network
 
-    hparams = {
-        "filters_1": 4,
-        "filters_2": 4,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 4,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    hparams = tiny_hparams(filters=4, dense_units=4)
     shape = (8, 12, 1)
     model = network.build(
         hparams, "compact_cnn", shape, np.zeros(8, np.float32), np.ones(8, np.float32)

@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import free_port, voice
+from conftest import free_port, tiny_hparams, tiny_logmel_model, voice
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.scoring.calibration import Calibration, Decision, bayes_threshold
@@ -38,15 +38,7 @@ from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV, PATHS_
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
-HPARAMS = {
-    "filters_1": 8,
-    "filters_2": 8,
-    "kernel_size_1": 3,
-    "kernel_size_2": 3,
-    "dense_units": 8,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-}
+HPARAMS = tiny_hparams()
 
 
 def _voice(seed: int, seconds: float) -> np.ndarray:
@@ -93,7 +85,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     import mlflow
 
     from deepfake_audio.dsp import audio
-    from deepfake_audio.models import network
     from deepfake_audio.ops import tracking
     from deepfake_audio.serving import pyfunc as serving
     from deepfake_audio.stages import dataset
@@ -127,13 +118,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Serv
     s.files["corrupt"] = audio_dir / "corrupt.wav"
     s.files["corrupt"].write_bytes(b"RIFF\x10\x00\x00\x00WAVEthis is not audio")
 
-    model = network.build(
-        HPARAMS,
-        "compact_cnn",
-        fp.input_shape,
-        np.full(fp.n_mels, -40.0, np.float32),
-        np.full(fp.n_mels, 20.0, np.float32),
-    )
+    model = tiny_logmel_model(fp.n_mels, fp.input_shape)
     keras_path = root / "model.keras"
     model.save(keras_path)
 

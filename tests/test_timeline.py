@@ -18,21 +18,11 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import voice
+from conftest import tiny_logmel_model, voice
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp import audio, stream
 from deepfake_audio.dsp.audio import AudioError
 from deepfake_audio.serving import timeline
-
-HPARAMS = {
-    "filters_1": 8,
-    "filters_2": 8,
-    "kernel_size_1": 3,
-    "kernel_size_2": 3,
-    "dense_units": 8,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-}
 
 
 @pytest.mark.parametrize("orig", [8000, 11025, 22050, 44100, 48000, 16000, 12345])
@@ -123,20 +113,13 @@ def test_a_moment_scores_the_median_of_the_windows_that_hear_it() -> None:
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory):
-    from deepfake_audio.models import network
     from deepfake_audio.scoring.calibration import Calibration
     from deepfake_audio.serving import pyfunc
     from deepfake_audio.serving.limits import Limits
 
     raw = {"features": {"kind": "logmel", "clip_seconds": 1.0, "n_mels": 32}}
     fp = parse_params(raw).features
-    model = network.build(
-        HPARAMS,
-        "compact_cnn",
-        fp.input_shape,
-        np.full(fp.n_mels, -40.0, np.float32),
-        np.full(fp.n_mels, 20.0, np.float32),
-    )
+    model = tiny_logmel_model(fp.n_mels, fp.input_shape)
     root = tmp_path_factory.mktemp("timeline-model")
     model.save(root / "model.keras")
     (root / "params.yaml").write_text(yaml.safe_dump(raw))

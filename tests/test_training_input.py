@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from conftest import voice
+from conftest import tiny_hparams, voice
 from deepfake_audio.config.kinds import LOGMEL
 from deepfake_audio.config.params import ParamsError, parse_params
 from deepfake_audio.dataset.shards import SpectrogramDataset, decode_waves, encode_waves
@@ -33,15 +33,7 @@ from deepfake_audio.sources import list_clips
 from deepfake_audio.stages import dataset
 
 RATE = 16000
-HPARAMS = {
-    "filters_1": 8,
-    "filters_2": 8,
-    "kernel_size_1": 3,
-    "kernel_size_2": 3,
-    "dense_units": 8,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-}
+HPARAMS = tiny_hparams()
 # Codec copies and waves on; the in-batch steps left to each test.
 # Every random step off but those a test switches on (params.yaml turns noise and SpecAugment
 # on with augmentation).

@@ -26,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import tiny_hparams
 from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp import audio
 from deepfake_audio.dsp.audio import AudioError, decode, load_clip, load_wave
@@ -211,15 +212,7 @@ def _save_model(folder: Path) -> Path:
     from deepfake_audio.models import network
 
     fp = parse_params({"features": SMALL_FEATURES}).features
-    values = {
-        "filters_1": 4,
-        "filters_2": 4,
-        "kernel_size_1": 3,
-        "kernel_size_2": 3,
-        "dense_units": 8,
-        "learning_rate": 1e-3,
-        "optimizer": "adam",
-    }
+    values = tiny_hparams(filters=4, dense_units=8)
     n = fp.feature_shape[0]
     model = network.build(
         values, "compact_cnn", fp.input_shape, np.zeros(n, np.float32), np.ones(n, np.float32)

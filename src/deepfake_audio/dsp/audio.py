@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Literal
 
@@ -31,6 +32,9 @@ __all__ = [
     "SILENCE_PEAK",
     "TARGET_RMS",
     "AudioError",
+    "check_header",
+    "checked_blocks",
+    "checked_path",
     "condition",
     "decode",
     "fix_length",
@@ -38,6 +42,7 @@ __all__ = [
     "load_wave",
     "resample",
     "sliding_windows",
+    "unreadable",
 ]
 
 # Every clip is scaled to this RMS. Corpora often differ in level between bona fide and spoof
@@ -158,31 +163,74 @@ def decode(
             raise AudioError(name, f"empty {what} (0 bytes)")
         handle: io.BytesIO | str = _BytesReader(bytes(source))
     else:
-        path = os.fsdecode(source)
-        if not os.path.exists(path):
-            raise AudioError(name, "no such file")
-        if os.path.isdir(path):
-            raise AudioError(name, "is a directory, not an audio file")
-        if not os.path.isfile(path):
-            raise AudioError(name, "not a regular file")
-        if os.path.getsize(path) == 0:
-            raise AudioError(name, "empty file (0 bytes)")
-        handle = path
+        handle = checked_path(source, name)
     try:
         cap = MAX_SECONDS if max_seconds is None else float(max_seconds)
         wave, sample_rate = _read_mono(handle, name, cap, cap_note)
     except AudioError:
         raise
-    except sf.LibsndfileError as exc:
-        raise AudioError(name, f"not a readable audio file ({exc.error_string})") from None
-    except MemoryError:
-        raise AudioError(name, "not a readable audio file (too large to decode)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is this file's
-        detail = str(exc).strip() or type(exc).__name__
-        raise AudioError(name, f"not a readable audio file ({detail})") from None
+        raise unreadable(name, exc) from None
     if wave.size == 0:
         raise AudioError(name, "contains no audio samples")
     return wave, sample_rate
+
+
+def checked_path(source: str | os.PathLike[str], name: str) -> str:
+    """The path of an audio file, after the checks that need no decoding.
+
+    Shared by `decode` and `stream.mono_blocks` so that a missing, empty or odd file gets
+    the same message whichever reads it.
+    """
+    path = os.fsdecode(source)
+    if not os.path.exists(path):
+        raise AudioError(name, "no such file")
+    if os.path.isdir(path):
+        raise AudioError(name, "is a directory, not an audio file")
+    if not os.path.isfile(path):
+        raise AudioError(name, "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(name, "empty file (0 bytes)")
+    return path
+
+
+def unreadable(name: str, exc: Exception) -> AudioError:
+    """The `AudioError` for whatever libsndfile (or numpy) raised on untrusted bytes."""
+    if isinstance(exc, sf.LibsndfileError):
+        return AudioError(name, f"not a readable audio file ({exc.error_string})")
+    if isinstance(exc, MemoryError):
+        return AudioError(name, "not a readable audio file (too large to decode)")
+    detail = str(exc).strip() or type(exc).__name__
+    return AudioError(name, f"not a readable audio file ({detail})")
+
+
+def check_header(
+    handle: sf.SoundFile, name: str, max_seconds: float, cap_note: str
+) -> tuple[int, int, int]:
+    """`(sample_rate, channels, frame_limit)` of an open file, after the header's checks.
+
+    The rate range, the channel count and the length the header states against the cap:
+    refused before anything is decoded. Shared by `decode` and `stream.mono_blocks`, so a
+    bad header fails the same way on either path.
+    """
+    sample_rate, channels = int(handle.samplerate), int(handle.channels)
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= sample_rate <= high:
+        raise AudioError(
+            name, f"sample rate {sample_rate} Hz is outside {low}-{high} Hz (corrupt header?)"
+        )
+    if channels < 1:
+        raise AudioError(name, "has no audio channels")
+    limit = int(max_seconds * sample_rate)
+    # The length the header states (libsndfile clamps a WAV's to the bytes present).
+    stated = int(handle.frames)
+    if limit < stated < _UNKNOWN_FRAMES:
+        raise AudioError(
+            name,
+            f"audio is {stated / sample_rate:.1f} s long, above the {max_seconds:g} s cap "
+            f"({cap_note})",
+        )
+    return sample_rate, channels, limit
 
 
 def _read_mono(
@@ -190,52 +238,50 @@ def _read_mono(
 ) -> tuple[np.ndarray, int]:
     """libsndfile's samples, down-mixed block by block; the checks of `decode`."""
     with sf.SoundFile(handle) as audio:
-        sample_rate, channels = int(audio.samplerate), int(audio.channels)
-        low, high = SAMPLE_RATE_RANGE
-        if not low <= sample_rate <= high:
-            raise AudioError(
-                name, f"sample rate {sample_rate} Hz is outside {low}-{high} Hz (corrupt header?)"
-            )
-        if channels < 1:
-            raise AudioError(name, "has no audio channels")
-        limit = int(max_seconds * sample_rate)
-        # The length the header states (libsndfile clamps a WAV's to the bytes present):
-        # refused here, before anything is decoded.
-        stated = int(audio.frames)
-        if limit < stated < _UNKNOWN_FRAMES:
-            raise AudioError(
-                name,
-                f"audio is {stated / sample_rate:.1f} s long, above the {max_seconds:g} s cap "
-                f"({cap_note})",
-            )
-        # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
-        # libsndfile's own float conversion (x / 32768) and about twice as fast.
-        pcm16 = audio.subtype == "PCM_16"
-        blocks: list[np.ndarray] = []
-        total = 0
-        while True:
-            if pcm16:
-                ints = audio.read(_BLOCK_FRAMES, dtype="int16", always_2d=True)
-                data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
-            else:
-                data = audio.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            if data.shape[0] == 0:
-                break
-            total += data.shape[0]
-            if total > limit:
-                raise AudioError(
-                    name, f"audio is longer than the {max_seconds:g} s cap ({cap_note})"
-                )
-            if not np.all(np.isfinite(data)):
-                raise AudioError(name, "contains NaN or infinite samples")
-            mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
-            blocks.append(np.asarray(mono, dtype=np.float32))
-            if data.shape[0] < _BLOCK_FRAMES:  # a short read is the end: skip an empty one
-                break
+        sample_rate, channels, limit = check_header(audio, name, max_seconds, cap_note)
+        blocks = list(checked_blocks(audio, name, channels, limit, max_seconds, cap_note))
     if not blocks:
         return np.zeros(0, dtype=np.float32), sample_rate
     wave = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return np.ascontiguousarray(wave, dtype=np.float32), sample_rate
+
+
+def checked_blocks(
+    handle: sf.SoundFile,
+    name: str,
+    channels: int,
+    limit: int,
+    max_seconds: float,
+    cap_note: str,
+    block_frames: int = _BLOCK_FRAMES,
+) -> Iterator[np.ndarray]:
+    """float32 mono blocks of a file `check_header` passed, each checked as it is decoded.
+
+    The cap (`limit` frames) is enforced on what is actually decoded, since a header may
+    understate the length; NaN/inf samples are refused. Shared by `decode` (which joins the
+    blocks) and `stream.mono_blocks` (which hands them out one by one).
+    """
+    # 16-bit PCM (most corpora) is read as int16 and scaled here: bit-identical to
+    # libsndfile's own float conversion (x / 32768) and about twice as fast.
+    pcm16 = handle.subtype == "PCM_16"
+    total = 0
+    while True:
+        if pcm16:
+            ints = handle.read(block_frames, dtype="int16", always_2d=True)
+            data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
+        else:
+            data = handle.read(block_frames, dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            break
+        total += data.shape[0]
+        if total > limit:
+            raise AudioError(name, f"audio is longer than the {max_seconds:g} s cap ({cap_note})")
+        if not np.all(np.isfinite(data)):
+            raise AudioError(name, "contains NaN or infinite samples")
+        mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
+        yield np.asarray(mono, dtype=np.float32)
+        if data.shape[0] < block_frames:  # a short read is the end: skip an empty one
+            break
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

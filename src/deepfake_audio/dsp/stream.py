@@ -25,7 +25,6 @@ whichever path reads it.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -36,7 +35,6 @@ from deepfake_audio.dsp import audio
 from deepfake_audio.dsp.audio import (
     CUT_IT,
     MAX_SECONDS,
-    SAMPLE_RATE_RANGE,
     SILENCE_PEAK,
     TARGET_RMS,
     AudioError,
@@ -45,7 +43,6 @@ from deepfake_audio.dsp.audio import (
 
 # Frames decoded per read: ~4 s at 16 kHz, the block size `audio.decode` uses.
 BLOCK_FRAMES = 1 << 16
-_UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count when the format states none
 
 
 class Resampler:
@@ -127,16 +124,7 @@ def _open(source: Source, name: str) -> sf.SoundFile:
         if len(source) == 0:
             raise AudioError(name, "empty input (0 bytes)")
         return sf.SoundFile(audio._BytesReader(bytes(source)))
-    path = os.fsdecode(source)
-    if not os.path.exists(path):
-        raise AudioError(name, "no such file")
-    if os.path.isdir(path):
-        raise AudioError(name, "is a directory, not an audio file")
-    if not os.path.isfile(path):
-        raise AudioError(name, "not a regular file")
-    if os.path.getsize(path) == 0:
-        raise AudioError(name, "empty file (0 bytes)")
-    return sf.SoundFile(path)
+    return sf.SoundFile(audio.checked_path(source, name))
 
 
 def mono_blocks(
@@ -155,49 +143,16 @@ def mono_blocks(
     cap = MAX_SECONDS if max_seconds is None else float(max_seconds)
     try:
         with _open(source, name) as handle:
-            rate, channels = int(handle.samplerate), int(handle.channels)
-            low, high = SAMPLE_RATE_RANGE
-            if not low <= rate <= high:
-                raise AudioError(
-                    name, f"sample rate {rate} Hz is outside {low}-{high} Hz (corrupt header?)"
-                )
-            if channels < 1:
-                raise AudioError(name, "has no audio channels")
-            limit = int(cap * rate)
-            stated = int(handle.frames)
-            if limit < stated < _UNKNOWN_FRAMES:
-                raise AudioError(
-                    name,
-                    f"audio is {stated / rate:.1f} s long, above the {cap:g} s cap ({cap_note})",
-                )
-            pcm16 = handle.subtype == "PCM_16"
-            total = 0
-            while True:
-                if pcm16:  # as audio.decode: bit-identical to libsndfile's x / 32768
-                    ints = handle.read(block_frames, dtype="int16", always_2d=True)
-                    data = np.multiply(ints, np.float32(1.0 / 32768.0), dtype=np.float32)
-                else:
-                    data = handle.read(block_frames, dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                total += data.shape[0]
-                if total > limit:
-                    raise AudioError(name, f"audio is longer than the {cap:g} s cap ({cap_note})")
-                if not np.all(np.isfinite(data)):
-                    raise AudioError(name, "contains NaN or infinite samples")
-                mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64)
-                yield np.ascontiguousarray(mono, dtype=np.float32), rate
-                if data.shape[0] < block_frames:
-                    break
+            rate, channels, limit = audio.check_header(handle, name, cap, cap_note)
+            blocks = audio.checked_blocks(
+                handle, name, channels, limit, cap, cap_note, block_frames
+            )
+            for block in blocks:
+                yield np.ascontiguousarray(block, dtype=np.float32), rate
     except AudioError:
         raise
-    except sf.LibsndfileError as exc:
-        raise AudioError(name, f"not a readable audio file ({exc.error_string})") from None
-    except MemoryError:
-        raise AudioError(name, "not a readable audio file (too large to decode)") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is this file's
-        detail = str(exc).strip() or type(exc).__name__
-        raise AudioError(name, f"not a readable audio file ({detail})") from None
+        raise audio.unreadable(name, exc) from None
 
 
 def resampled_blocks(

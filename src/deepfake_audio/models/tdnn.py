@@ -63,8 +63,22 @@ def tdnn(values: dict[str, Any], inputs: keras.KerasTensor) -> keras.KerasTensor
     rows, frames = inputs.shape[1], inputs.shape[2]
     x = keras.layers.Permute((2, 1, 3))(inputs)  # (frames, rows, 1)
     x = keras.layers.Reshape((frames, rows))(x)  # a frame's coefficients are its channels
-    width = int(values["channels"])
-    for kernel, dilation in _FRAME_LAYERS:
+    x = frame_layers(x, int(values["channels"]), _FRAME_LAYERS)
+    x = StatisticsPooling(name="statistics_pooling")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    return keras.layers.Dense(int(values["dense_units"]), activation="relu")(x)
+
+
+def frame_layers(
+    x: keras.KerasTensor, width: int, layers: tuple[tuple[int, int], ...]
+) -> keras.KerasTensor:
+    """The x-vector's frame layers over (frames, channels): dilated convolutions, then 2x wider.
+
+    `layers` is (kernel, dilation) per layer; each is conv -> batch norm -> ReLU, and a last
+    1x1 layer twice as wide gives the statistics pooling more to summarise. Shared with
+    `whisper_tdnn`, which runs the same stack, shorter, over Whisper's encoder frames.
+    """
+    for kernel, dilation in layers:
         x = keras.layers.Conv1D(
             width, kernel, dilation_rate=dilation, padding="same", use_bias=False
         )(x)
@@ -72,7 +86,4 @@ def tdnn(values: dict[str, Any], inputs: keras.KerasTensor) -> keras.KerasTensor
         x = keras.layers.Activation("relu")(x)
     x = keras.layers.Conv1D(2 * width, 1, use_bias=False)(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = keras.layers.Activation("relu")(x)
-    x = StatisticsPooling(name="statistics_pooling")(x)
-    x = keras.layers.Dropout(0.3)(x)
-    return keras.layers.Dense(int(values["dense_units"]), activation="relu")(x)
+    return keras.layers.Activation("relu")(x)

@@ -31,7 +31,7 @@ from typing import Any
 
 import keras
 
-from deepfake_audio.models.tdnn import StatisticsPooling
+from deepfake_audio.models.tdnn import StatisticsPooling, frame_layers
 
 # The feature kind it takes: Whisper's encoder frames, unpooled (FRAMES).
 INPUTS = ("whisper",)
@@ -102,15 +102,7 @@ def whisper_tdnn(values: dict[str, Any], inputs: keras.KerasTensor) -> keras.Ker
     """(batch, frames, d_model) Whisper encoder frames -> the layer before the logit."""
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="frames_norm")(inputs)
     width = int(values["channels"])
-    for kernel, dilation in _FRAME_LAYERS:
-        x = keras.layers.Conv1D(
-            width, kernel, dilation_rate=dilation, padding="same", use_bias=False
-        )(x)
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-        x = keras.layers.Activation("relu")(x)
-    x = keras.layers.Conv1D(2 * width, 1, use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = keras.layers.Activation("relu")(x)
+    x = frame_layers(x, width, _FRAME_LAYERS)
     if values["pooling"] == "attentive":
         x = AttentiveStatisticsPooling(name="attentive_pooling")(x)
     else:

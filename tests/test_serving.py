@@ -12,6 +12,7 @@ still give sigmoid(-logit).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ from deepfake_audio.config.params import parse_params
 from deepfake_audio.dsp.features import clip_features
 from deepfake_audio.scoring.calibration import Calibration, Decision, bayes_threshold
 from deepfake_audio.serving.limits import MAX_BYTES_ENV, MAX_SECONDS_ENV, PATHS_OFF, SERVE_ROOT_ENV
+
+# The serving limits an operator sets (limits.py): a test's server gets exactly its own.
+LIMIT_ENVS = (SERVE_ROOT_ENV, MAX_SECONDS_ENV, MAX_BYTES_ENV)
 
 RATE = 22050  # not the model's 16 kHz: every file is resampled on the way in
 CLIP = 1.0  # training clip length, seconds
@@ -389,20 +394,19 @@ def _check_timeline(served: Served, base: str) -> None:
     )
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: str) -> None:
+@contextlib.contextmanager
+def _models_serve(served: Served, mlflow_server: str, limits: dict[str, str]) -> Iterator[str]:
+    """`mlflow models serve` of the champion, as an operator starts it, with the serving
+    limits in `limits` (limits.py reads them when the model loads); yields its base URL."""
     port = free_port()
-    log = (served.root / "serve.log").open("wb")
+    log_path = served.root / f"serve-{port}.log"
     # As from an activated venv: the server execs `uvicorn` from PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in LIMIT_ENVS},
         "MLFLOW_TRACKING_URI": mlflow_server,
         "PATH": path,
-        # What the operator names when serving (limits.py): deny by default otherwise.
-        SERVE_ROOT_ENV: str(served.files["clip"].parent),
-        MAX_SECONDS_ENV: str(SERVE_MAX_SECONDS),
-        MAX_BYTES_ENV: str(SERVE_MAX_BYTES),
+        **limits,
     }
     command = [
         str(Path(sys.executable).parent / "mlflow"),
@@ -417,27 +421,42 @@ def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: 
         "-p",
         str(port),
     ]
-    proc = subprocess.Popen(
-        command,
-        cwd=served.root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, (served.root / "serve.log").read_text()[-4000:]
-            try:
-                with urllib.request.urlopen(base + "/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (served.root / "serve.log").read_text()[-4000:]
-            time.sleep(1)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=served.root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-4000:]
+                try:
+                    with urllib.request.urlopen(base + "/ping", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+                time.sleep(1)
+            yield base
+        finally:
+            _stop(proc)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: str) -> None:
+    # What the operator names when serving (limits.py): deny by default otherwise.
+    limits = {
+        SERVE_ROOT_ENV: str(served.files["clip"].parent),
+        MAX_SECONDS_ENV: str(SERVE_MAX_SECONDS),
+        MAX_BYTES_ENV: str(SERVE_MAX_BYTES),
+    }
+    with _models_serve(served, mlflow_server, limits) as base:
         payload = {
             "dataframe_split": {
                 "columns": ["audio_base64"],
@@ -463,9 +482,27 @@ def test_mlflow_models_serve_answers_invocations(served: Served, mlflow_server: 
         assert status == 400 and "exactly one of the columns" in json.dumps(body)
         _check_limits(served, base)
         _check_timeline(served, base)
-    finally:
-        _stop(proc)
-        log.close()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_with_no_root_named_refuses_every_path_row(
+    served: Served, mlflow_server: str
+) -> None:
+    """Served as an operator who names no root: an audio file on the server's disk, a
+    system file and a missing one get the same refusal with its reason, so a client can
+    neither score files it cannot see nor probe which exist; uploads are still scored."""
+    with _models_serve(served, mlflow_server, {}) as base:
+        sent = [str(served.files["clip"]), "/etc/passwd", str(served.root / "missing.wav")]
+        payload = {"dataframe_split": {"columns": ["path"], "data": [[p] for p in sent]}}
+        status, body = _post(base + "/invocations", payload)
+        assert status == 200, body
+        rows = body["predictions"]
+        assert [r["label"] for r in rows] == ["error"] * 3
+        assert [r["error"] for r in rows] == [PATHS_OFF] * 3
+        assert all(r["fake_probability"] is None for r in rows)
+        upload = {"dataframe_split": {"columns": ["audio_base64"], "data": [[served.b64("clip")]]}}
+        status, body = _post(base + "/invocations", upload)
+        assert status == 200 and body["predictions"][0]["error"] == "", body
 
 
 def _stop(proc: subprocess.Popen) -> None:

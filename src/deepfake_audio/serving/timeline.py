@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -338,7 +338,6 @@ def compute(
     hop or smoothing width, or a model that does not take audio.
     """
     from deepfake_audio.dsp import stream
-    from deepfake_audio.dsp.features import clip_features
 
     fp = detector.features
     if not fp.feature_kind.audio:
@@ -349,20 +348,12 @@ def compute(
     hop = hop_samples(hop_seconds, n, rate, DEFAULT_HOP)
     level = stream.measure(source, rate, name, max_seconds=max_seconds, cap_note=cap_note)
     envelope = Envelope(level.samples)
+    windows = levelled_windows(source, fp, level, hop, name, max_seconds, cap_note, envelope)
     starts: list[int] = []
     scores: list[np.ndarray] = []
-    batch = np.empty((BATCH, *fp.input_shape), dtype=np.float32)
-    filled = 0
-    windows = levelled_windows(source, fp, level, hop, name, max_seconds, cap_note, envelope)
-    for start, window in windows:
-        batch[filled] = clip_features(window, fp).reshape(fp.input_shape)
-        starts.append(start)
-        filled += 1
-        if filled == BATCH:
-            scores.append(_logits(detector, batch, filled, name))
-            filled = 0
-    if filled:
-        scores.append(_logits(detector, batch, filled, name))
+    for batch_starts, batch_logits in _scored(detector, windows, name):
+        starts.extend(batch_starts)
+        scores.append(batch_logits)
     logits = np.concatenate(scores)
     rule = detector.rule
     duration = level.samples / rate
@@ -411,22 +402,35 @@ def served_score(
     at the default hop (a benchmark figure); memory stays flat.
     """
     from deepfake_audio.dsp import stream
-    from deepfake_audio.dsp.features import clip_features
 
     fp = detector.features
     blocks = stream.conditioned_blocks(source, fp.sample_rate, level, name, max_seconds, cap_note)
-    batch = np.empty((BATCH, *fp.input_shape), dtype=np.float32)
-    total, count, filled = 0.0, 0, 0
-    for _, window in stream_windows(blocks, level.samples, fp.n_samples, detector.hop, fp.pad):
-        batch[filled] = clip_features(window, fp).reshape(fp.input_shape)
-        filled += 1
-        if filled == BATCH:
-            total += float(np.sum(_logits(detector, batch, filled, name), dtype=np.float64))
-            count, filled = count + filled, 0
-    if filled:
-        total += float(np.sum(_logits(detector, batch, filled, name), dtype=np.float64))
-        count += filled
+    windows = stream_windows(blocks, level.samples, fp.n_samples, detector.hop, fp.pad)
+    total, count = 0.0, 0
+    for _, logits in _scored(detector, windows, name):
+        total += float(np.sum(logits, dtype=np.float64))
+        count += logits.size
     return total / count
+
+
+def _scored(
+    detector: Any, windows: Iterable[tuple[int, np.ndarray]], name: str
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(starts, bona fide logits) of `windows`, BATCH at a time through one reused buffer:
+    memory stays flat in the recording's length."""
+    from deepfake_audio.dsp.features import clip_features
+
+    fp = detector.features
+    batch = np.empty((BATCH, *fp.input_shape), dtype=np.float32)
+    starts: list[int] = []
+    for start, window in windows:
+        batch[len(starts)] = clip_features(window, fp).reshape(fp.input_shape)
+        starts.append(start)
+        if len(starts) == BATCH:
+            yield starts, _logits(detector, batch, len(starts), name)
+            starts = []
+    if starts:
+        yield starts, _logits(detector, batch, len(starts), name)
 
 
 def _logits(detector: Any, batch: np.ndarray, rows: int, name: str) -> np.ndarray:

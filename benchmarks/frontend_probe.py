@@ -149,6 +149,8 @@ class Featuriser:
             "preprocess": prep.to_dict(),
         }
         self._encoders: dict[str, Any] = {}
+        self.vocode_s = 0.0  # seconds spent vocoding (the --vocoded lever's own cost)
+        self.vocoded_made = 0
 
     def families(self) -> list[str]:
         return [f"whisper-{label}" for label in self.whisper] + ["spectral"]
@@ -178,7 +180,10 @@ class Featuriser:
         wave, n = meta["wave"], fp.n_samples
         part = wave if wave.size <= n else fix_length(wave, n, crop=fp.crop)
         seed = _stable_hash(f"{item.corpus}/{item.path.name}+{item.vocoder}") % 2**31
+        started = time.monotonic()
         vocoded = vocode(part, fp.sample_rate, item.vocoder, seed=seed)
+        self.vocode_s += time.monotonic() - started
+        self.vocoded_made += 1
         return fix_length(vocoded, n, crop=fp.crop, pad=fp.pad)
 
     def spectral(self, wave: np.ndarray) -> dict[str, np.ndarray]:
@@ -223,6 +228,8 @@ class Featuriser:
         errors: list[str] = []
         pending: dict[str, list[tuple[int, np.ndarray, Path]]] = {f: [] for f in self.families()}
         for index, item in enumerate(items):
+            if index % 200 == 0:
+                print(f"features: {index}/{len(items)} clips", file=sys.stderr, flush=True)
             try:
                 sha = hashlib.sha256(item.path.read_bytes()).hexdigest()
             except OSError as exc:
@@ -246,7 +253,7 @@ class Featuriser:
                         rows[index] = None
                         break
                 if family == "spectral":
-                    values = self.spectral(wave)
+                    values = _float32(self.spectral(wave))
                     self._store(file, values)
                     rows[index].update(values)  # type: ignore[union-attr]
                 else:
@@ -263,6 +270,7 @@ class Featuriser:
         label = family.removeprefix("whisper-")
         pooled = self.whisper_pooled(label, [wave for _, wave, _ in queue])
         for (index, _, file), values in zip(queue, pooled, strict=True):
+            values = _float32(values)
             self._store(file, values)
             if rows[index] is not None:
                 rows[index].update(values)
@@ -274,15 +282,21 @@ class Featuriser:
 
         file.parent.mkdir(parents=True, exist_ok=True)
         with replacing(file, keep_suffix=True) as tmp:
-            np.savez(tmp, **{k: v.astype(np.float32) for k, v in values.items()})
+            np.savez(tmp, **values)
+
+
+def _float32(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """As cached: a run that computes a feature and one that reads it back fit the same numbers."""
+    return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
 
 
 def loco_eers(
     x: np.ndarray, y: np.ndarray, corpus: np.ndarray, extra: np.ndarray, names: list[str]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], int]:
     """EER of each held-out corpus: a standardised logistic regression fitted on every clip of
     the other corpora (plus the `extra` rows of those corpora: vocoded copies, training only),
-    scored on the held-out one. Deterministic (lbfgs, no sampling)."""
+    scored on the held-out one. Deterministic (lbfgs, no sampling). Also the number of fits
+    that stopped at MAX_ITER before converging (reported, not hidden)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -290,7 +304,7 @@ def loco_eers(
 
     from deepfake_audio.scoring.eer import compute_eer
 
-    eers = {}
+    eers, unconverged = {}, 0
     for held in names:
         train = corpus != held
         test = (corpus == held) & ~extra
@@ -301,9 +315,10 @@ def loco_eers(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x[train], y[train])
+        unconverged += int(model[-1].n_iter_[0] >= MAX_ITER)
         scores = model.decision_function(x[test])
         eers[held] = float(compute_eer(scores[y[test] == 1], scores[y[test] == 0])[0])
-    return eers
+    return eers, unconverged
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -379,8 +394,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = name.removesuffix("+vocoded")
         use = np.ones(len(keep), bool) if name.endswith("+vocoded") else ~extra
         x = np.stack([rows[i][base] for i in keep]).astype(np.float64)  # type: ignore[index]
-        eers = loco_eers(x[use], y[use], corpus[use], extra[use], names)
+        eers, unconverged = loco_eers(x[use], y[use], corpus[use], extra[use], names)
         settings[name] = {
+            "unconverged_fits": unconverged,
             "eer": eers,
             "mean": float(np.mean(list(eers.values()))),
             "dims": x.shape[1],
@@ -414,6 +430,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "wall_s": {
             "features": round(features_s, 1),
+            "vocoding": round(featuriser.vocode_s, 1),
+            "vocoded_copies_made": featuriser.vocoded_made,
             "regressions": round(time.monotonic() - fit_started, 1),
             "total": round(time.monotonic() - started, 1),
         },

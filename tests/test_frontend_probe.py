@@ -56,6 +56,8 @@ def test_the_probe_runs_end_to_end_and_sees_a_planted_cue(tmp_path: Path) -> Non
     for row in report["settings"].values():
         assert set(row["eer"]) == set(CORPORA)
         assert all(0.0 <= e <= 1.0 for e in row["eer"].values())
+        assert row["unconverged_fits"] == 0
+    assert report["wall_s"]["vocoded_copies_made"] == 15
     assert report["settings"]["lfcc-mean_std"]["mean"] <= 0.1
     assert report["settings"]["whisper-tiny.en-L1-mean_std"]["dims"] == 768
     assert report["settings"]["whisper-tiny.en-L4-mean"]["dims"] == 384

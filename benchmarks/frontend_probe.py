@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--whisper",
         action="append",
         default=None,
-        help="tiny.en (default) or LABEL=PATH of a CTranslate2 model.bin; repeatable",
+        help="a pinned name, a model.bin path, or LABEL=PATH; repeatable (default: the "
+        "params' features.whisper.model, tiny.en)",
     )
     parser.add_argument("--settings", default="", help="comma-separated rows (default: all)")
     parser.add_argument("--vocoded", default="", help="comma-separated vocoders: +vocoded rows")
@@ -369,7 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in vocoders:
         if name not in VOCODERS:
             raise ProbeError(f"--vocoded: unknown vocoder {name!r} (known: {', '.join(VOCODERS)})")
-    featuriser = Featuriser(fp, prep, parse_whisper(args.whisper or ["tiny.en"]), args.cache)
+    featuriser = Featuriser(fp, prep, parse_whisper(args.whisper or [fp.whisper.model]), args.cache)
     known = setting_names(featuriser.blocks, bool(vocoders))
     wanted = [s for s in args.settings.split(",") if s] or known
     for name in wanted:

@@ -264,6 +264,18 @@ def test_the_keras_port_matches_the_stored_reference(tiny_en: dict, depth: int) 
 
 
 @needs_weights
+def test_hidden_states_are_each_depths_output_in_one_pass(tiny_en: dict) -> None:
+    """The layer-wise probe reads every depth from one pass: each state is `call` at that
+    depth, the last with Whisper's final LayerNorm."""
+    mel = tiny_en["log_mel"](reference.clip()[None])
+    states = tiny_en["encoder"].hidden_states(mel)
+    assert len(states) == 4
+    for depth, state in enumerate(states, start=1):
+        expected = np.asarray(tiny_en["encoder"](mel, depth=depth))
+        assert np.abs(np.asarray(state) - expected).max() < 1e-6, depth
+
+
+@needs_weights
 def test_any_window_length_matches_the_reference(tiny_en: dict) -> None:
     """0.73 s: no 30 s padding, an odd number of mel frames, positions sliced to 37 frames."""
     audio = reference.clip()[:11680]

@@ -220,26 +220,44 @@ class WhisperEncoder(keras.layers.Layer):
         x = ops.conv(x, self.by_name[f"{name}/weight"], strides=stride, padding="valid")
         return ops.gelu(x + self.by_name[f"{name}/bias"], approximate=False)
 
-    def call(self, inputs: Any, depth: int | None = None) -> Any:
-        """The frames after the stem and `depth` blocks (all `n_layers` by default)."""
+    def _stem(self, inputs: Any) -> Any:
+        """The conv stem and position encodings: the stream the blocks add to."""
         ops = keras.ops
         x = self._conv(ops.cast(inputs, "float32"), "encoder/conv1", 1)
         x = self._conv(x, "encoder/conv2", 2)
         positions = self.by_name["encoder/position_encodings/encodings"]
-        x = x + positions[: ops.shape(x)[1]]
+        return x + positions[: ops.shape(x)[1]]
+
+    def _block(self, x: Any, i: int) -> Any:
+        """Block `i` (0-based): pre-LayerNorm self-attention, then the MLP, each residual."""
+        block = f"encoder/layer_{i}"
+        x = x + self._attention(self._layer_norm(x, f"{block}/self_attention/layer_norm"), block)
+        hidden = self._linear(
+            self._layer_norm(x, f"{block}/ffn/layer_norm"), f"{block}/ffn/linear_0"
+        )
+        return x + self._linear(keras.ops.gelu(hidden, approximate=False), f"{block}/ffn/linear_1")
+
+    def call(self, inputs: Any, depth: int | None = None) -> Any:
+        """The frames after the stem and `depth` blocks (all `n_layers` by default)."""
+        x = self._stem(inputs)
         depth = self.n_layers if depth is None else depth
         for i in range(depth):
-            block = f"encoder/layer_{i}"
-            x = x + self._attention(
-                self._layer_norm(x, f"{block}/self_attention/layer_norm"), block
-            )
-            hidden = self._linear(
-                self._layer_norm(x, f"{block}/ffn/layer_norm"), f"{block}/ffn/linear_0"
-            )
-            x = x + self._linear(ops.gelu(hidden, approximate=False), f"{block}/ffn/linear_1")
+            x = self._block(x, i)
         if self.final_norm and depth == self.n_layers:
             x = self._layer_norm(x, "encoder/layer_norm")
         return x
+
+    def hidden_states(self, inputs: Any) -> list[Any]:
+        """The frames after each depth 1..n_layers in one pass: element d - 1 equals
+        `call(inputs, depth=d)` (the last with the final LayerNorm when `final_norm`). For a
+        layer-wise probe (benchmarks/frontend_probe.py), which reads every depth of one clip."""
+        x, states = self._stem(inputs), []
+        for i in range(self.n_layers):
+            x = self._block(x, i)
+            states.append(x)
+        if self.final_norm and states:
+            states[-1] = self._layer_norm(x, "encoder/layer_norm")
+        return states
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         frames = input_shape[1]

@@ -2,8 +2,8 @@
 
 requirements.lock pins every package of `[project.dependencies]` and the `dev`, `whisper` and
 `whisper-base` extras (and all they pull in) to the versions tested; `make venv`, and so
-`make test`, `make demo` and CI, install exactly those. `make lock` writes it, with a stamp of pyproject's
-dependency lists in its header: a pyproject edited without `make lock` fails here.
+`make test`, `make demo` and CI, install exactly those. `make lock` writes it, with a stamp of
+pyproject's dependency lists in its header: a pyproject edited without `make lock` fails here.
 
 Run as a script (`python tests/test_lock.py --stamp`), it prints the stamp: `make lock`
 writes it that way, from a venv with nothing but pip-tools (stdlib and `packaging` only).

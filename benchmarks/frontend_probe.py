@@ -138,8 +138,9 @@ class Featuriser:
         for label, model in whisper.items():
             weights = ctranslate2_weights.whisper_weights(model)
             self.blocks[label] = weights.n_layers
-            stat = weights.path.stat()
-            self.weights_id[label] = f"{weights.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+            self.weights_id[label] = "+".join(  # every part of a pinned model in parts (base)
+                f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights.paths
+            )
             self.whisper[label] = model
         self.cut = {
             "sample_rate": fp.sample_rate,

@@ -1,13 +1,16 @@
 """`frontends.*`: the cost of Whisper's frozen encoder in the model, against tdnn on LFCC.
 
 The question a user asks before switching `features.kind` to `whisper`: how much slower does
-the detector train, and does a served clip still come back in time. Three detectors, built
+the detector train, and does a served clip still come back in time. Four detectors, built
 side by side in this process from `params.yaml`'s features (a 2 s window at 16 kHz):
 
 - `tdnn` on `lfcc` (the default detector; its features come from the shards, so a training
   step does not compute them);
 - `whisper_head` and `whisper_tdnn` on `whisper` (`features.whisper`: tiny.en, block 1; the
-  log-mel and the encoder run inside the model, in every training step and every request).
+  log-mel and the encoder run inside the model, in every training step and every request);
+- `whisper_head_base_l3`: `whisper_head` on Whisper base after block 3 (`model: base`,
+  `layers: 3`), the probe's best layer under leave-one-corpus-out (docs/frontends.md), a
+  512-wide encoder three blocks deep: the cost of that choice.
 
 Training samples/s: each model trains on random inputs of its own shape (the arithmetic of a
 step does not depend on the numbers), epochs 2.. timed, the three in turn for `ROUNDS` rounds
@@ -35,11 +38,29 @@ from benchmarks.common import Figure, epoch_timer, log, median, spread
 from benchmarks.corpus import Workspace
 from benchmarks.serving_bench import clips
 
-# (architecture, features.kind, hyperparameter values): the default detector, then Whisper's.
-PLAN: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("tdnn", "lfcc", {"channels": 128, "dense_units": 128}),
-    ("whisper_head", "whisper", {"hidden_units": 128, "dropout": 0.3}),
-    ("whisper_tdnn", "whisper", {"channels": 64, "pooling": "attentive", "dropout": 0.3}),
+WHISPER_LAYERS = 1
+TINY = {"model": "tiny.en", "layers": WHISPER_LAYERS}
+BASE_L3 = {"model": "base", "layers": 3}
+# (the figures' name, architecture, features.kind, hyperparameter values, features.whisper):
+# the default detector, then Whisper's. The name is the architecture for the tiny.en entries
+# (their figure keys as before this table held base).
+PLAN: tuple[tuple[str, str, str, dict[str, Any], dict[str, Any] | None], ...] = (
+    ("tdnn", "tdnn", "lfcc", {"channels": 128, "dense_units": 128}, None),
+    ("whisper_head", "whisper_head", "whisper", {"hidden_units": 128, "dropout": 0.3}, TINY),
+    (
+        "whisper_tdnn",
+        "whisper_tdnn",
+        "whisper",
+        {"channels": 64, "pooling": "attentive", "dropout": 0.3},
+        TINY,
+    ),
+    (
+        "whisper_head_base_l3",
+        "whisper_head",
+        "whisper",
+        {"hidden_units": 128, "dropout": 0.3},
+        BASE_L3,
+    ),
 )
 BASELINE = "tdnn"
 SAMPLES, QUICK_SAMPLES = 128, 16
@@ -47,57 +68,69 @@ EPOCHS, QUICK_EPOCHS = 3, 2
 ROUNDS, QUICK_ROUNDS = 2, 1
 SERVED_CLIPS, QUICK_SERVED_CLIPS = 60, 6
 P50_TARGET_MS = 50.0  # issue 20: serving p50 stays under 50 ms a clip on this CPU
-WHISPER_LAYERS = 1
 
 
 def _values(own: dict[str, Any]) -> dict[str, Any]:
     return {**own, "learning_rate": 1e-4, "optimizer": "adam"}
 
 
-def _features_over(kind: str, arch: str) -> dict[str, Any]:
+def _features_over(kind: str, arch: str, whisper: dict[str, Any] | None) -> dict[str, Any]:
     over: dict[str, Any] = {"features": {"kind": kind}, "model": {"architecture": arch}}
-    if kind == "whisper":
-        over["features"]["whisper"] = {"model": "tiny.en", "layers": WHISPER_LAYERS}
+    if whisper is not None:
+        over["features"]["whisper"] = dict(whisper)
     return over
+
+
+def _label(kind: str, whisper: dict[str, Any] | None) -> str:
+    """`lfcc`, or `whisper tiny.en L1`: what a figure's text says the model read."""
+    return kind if whisper is None else f"{kind} {whisper['model']} L{whisper['layers']}"
 
 
 def _training(ws: Workspace, samples: int, epochs: int, rounds: int) -> dict[str, dict]:
     """Every plan entry trained `rounds` times, the order rotating; its epochs' rates pooled;
     each Whisper entry's head also alone, right after it (`_head_alone`)."""
-    rates: dict[str, list[float]] = {arch: [] for arch, _, _ in PLAN}
+    rates: dict[str, list[float]] = {name: [] for name, *_ in PLAN}
     last: dict[str, dict] = {}
     heads: dict[str, dict] = {}
     for r in range(rounds):
         order = PLAN[r % len(PLAN) :] + PLAN[: r % len(PLAN)]
-        for arch, kind, own in order:
-            params = ws.params(_features_over(kind, arch))
+        for name, arch, kind, own, whisper in order:
+            params = ws.params(_features_over(kind, arch, whisper))
             shape = params.features.input_shape
-            log(f"frontends: training {arch} on {kind} {list(shape)}, round {r + 1}/{rounds}")
+            log(
+                f"frontends: training {name} ({arch} on {_label(kind, whisper)} {list(shape)}), "
+                f"round {r + 1}/{rounds}"
+            )
             result = measure(
                 arch, shape, samples, epochs, values=_values(own), features=params.features
             )
-            rates[arch] += result["samples_per_second_per_epoch"]["runs"]
-            last[arch] = result
-            if kind == "whisper":
-                log(f"frontends: training {arch}'s head alone on precomputed-frame inputs")
-                alone = _head_alone(arch, own, samples, epochs)
-                heads.setdefault(arch, {"rates": [], "input_shape": alone["input_shape"]})
-                heads[arch]["rates"] += alone["rates"]
-    out = {arch: {**last[arch], "rates": rates[arch]} for arch in rates}
-    for arch, alone in heads.items():
-        out[arch]["head_alone"] = alone
+            rates[name] += result["samples_per_second_per_epoch"]["runs"]
+            last[name] = result
+            if whisper is not None:
+                log(f"frontends: training {name}'s head alone on precomputed-frame inputs")
+                alone = _head_alone(arch, own, whisper, samples, epochs)
+                heads.setdefault(name, {"rates": [], "input_shape": alone["input_shape"]})
+                heads[name]["rates"] += alone["rates"]
+    out = {name: {**last[name], "rates": rates[name]} for name in rates}
+    for name, alone in heads.items():
+        out[name]["head_alone"] = alone
     return out
 
 
-def _head_alone(arch: str, own: dict[str, Any], samples: int, epochs: int) -> dict[str, Any]:
+def _head_alone(
+    arch: str, own: dict[str, Any], whisper: dict[str, Any], samples: int, epochs: int
+) -> dict[str, Any]:
     """`arch`'s head trained on what precomputed frames would feed it (random inputs of the
-    encoder's output shape: tiny.en's 100 frames of 384 for 2 s, or their pooled 768 for a
-    pooled head), no encoder in the step: the training speed storing frames would buy."""
+    encoder's output shape: 100 frames of d_model for 2 s - 384 for tiny.en, 512 for base -
+    or their pooled 2 x d_model for a pooled head), no encoder in the step: the training
+    speed storing frames would buy."""
     import keras
 
+    from deepfake_audio.frontends import ctranslate2_weights
     from deepfake_audio.models import network
 
-    frames, width = 100, 384  # tiny.en, block 1, a 2 s clip: 50 frames a second of 384
+    frames = 100  # a 2 s clip: 50 encoder frames a second
+    width = ctranslate2_weights.whisper_weights(whisper["model"]).d_model
     shape = (frames, width) if arch in network.FRAME_HEADS else (2 * width,)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -121,7 +154,7 @@ def _head_alone(arch: str, own: dict[str, Any], samples: int, epochs: int) -> di
 
 
 def _detectors(ws: Workspace) -> dict[str, Any]:
-    """The three models behind the serving code's Detector (threads as a served model's)."""
+    """The models behind the serving code's Detector (threads as a served model's)."""
     import keras
 
     from deepfake_audio.models import network
@@ -130,8 +163,8 @@ def _detectors(ws: Workspace) -> dict[str, Any]:
 
     configure_threads()
     detectors = {}
-    for arch, kind, own in PLAN:
-        params = ws.params(_features_over(kind, arch))
+    for name, arch, kind, own, whisper in PLAN:
+        params = ws.params(_features_over(kind, arch, whisper))
         fp = params.features
         rows = fp.input_shape[0] if len(fp.input_shape) == 3 else 1
         zero, one = np.zeros(rows, np.float32), np.ones(rows, np.float32)
@@ -140,7 +173,7 @@ def _detectors(ws: Workspace) -> dict[str, Any]:
             _values(own), arch, fp.input_shape, zero, one, fp.feature_kind.norm_axis, features=fp
         )
         config = serving.make_config(params.section("features"), threshold=0.0)
-        detectors[arch] = serving.Detector(model, config)
+        detectors[name] = serving.Detector(model, config)
     return detectors
 
 
@@ -183,7 +216,6 @@ def run(ws: Workspace) -> list[Figure]:
     train = _training(ws, samples, epochs, rounds)
     serve, which, windows = _serving(ws, n_clips)
     common = {
-        "whisper": {"model": "tiny.en", "layers": WHISPER_LAYERS},
         "keras_backend": keras.backend.backend(),
         "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "note": (
@@ -194,12 +226,14 @@ def run(ws: Workspace) -> list[Figure]:
     figures: list[Figure] = []
     base_rate = median(train[BASELINE]["rates"])
     base_p50 = median(serve[BASELINE])
-    for arch, kind, own in PLAN:
-        r = train[arch]
+    for name, arch, kind, own, whisper in PLAN:
+        r = train[name]
         rate = median(r["rates"])
         details = {
             **common,
+            "architecture": arch,
             "features_kind": kind,
+            "whisper": whisper,
             "values": _values(own),
             "input_shape": r["input_shape"],
             "trainable_params": r["trainable_params"],
@@ -209,22 +243,25 @@ def run(ws: Workspace) -> list[Figure]:
         }
         figures.append(
             Figure(
-                key=f"frontends.train_samples_per_second.{arch}",
+                key=f"frontends.train_samples_per_second.{name}",
                 value=rate,
                 unit="training samples/s",
                 repeats=len(r["rates"]),
                 compared=(
-                    f"{arch} on {kind} {r['input_shape']}, {samples} random clips an epoch, "
+                    f"{arch} on {_label(kind, whisper)} {r['input_shape']}, {samples} random "
+                    "clips an epoch, "
                     f"epochs 2..{epochs} of {rounds} round(s), the models in turn"
                 ),
                 details=details,
             )
         )
-        p50 = median(serve[arch])
+        p50 = median(serve[name])
         served = {
             **common,
-            "ms_per_clip": spread(serve[arch]),
-            "p95_ms": float(np.percentile(serve[arch], 95)),
+            "architecture": arch,
+            "whisper": whisper,
+            "ms_per_clip": spread(serve[name]),
+            "p95_ms": float(np.percentile(serve[name], 95)),
             "clips": which,
             "windows_scored": windows,
             "how": (
@@ -233,54 +270,57 @@ def run(ws: Workspace) -> list[Figure]:
                 "interleaved clip by clip after 3 warm-up clips each"
             ),
         }
-        whisper = kind == "whisper"
         figures.append(
             Figure(
-                key=f"frontends.serving_p50_ms.{arch}",
+                key=f"frontends.serving_p50_ms.{name}",
                 value=p50,
                 unit="ms a clip",
-                repeats=len(serve[arch]),
-                compared=f"median time to score one 2-4 s clip with {arch} on {kind}, in process",
-                target=f"<= {P50_TARGET_MS:g}" if whisper else None,
+                repeats=len(serve[name]),
+                compared=(
+                    f"median time to score one 2-4 s clip with {arch} on "
+                    f"{_label(kind, whisper)}, in process"
+                ),
+                target=f"<= {P50_TARGET_MS:g}" if whisper is not None else None,
                 details=served,
             )
         )
-        if arch != BASELINE:
+        if name != BASELINE:
             figures.append(
                 Figure(
-                    key=f"frontends.train_slowdown_vs_tdnn_lfcc.{arch}",
+                    key=f"frontends.train_slowdown_vs_tdnn_lfcc.{name}",
                     value=base_rate / rate,
                     unit="x (tdnn on lfcc samples/s over this one's)",
                     repeats=min(len(r["rates"]), len(train[BASELINE]["rates"])),
-                    compared=f"frontends.train_samples_per_second.{BASELINE} / ...{arch}",
+                    compared=f"frontends.train_samples_per_second.{BASELINE} / ...{name}",
                 )
             )
             figures.append(
                 Figure(
-                    key=f"frontends.serving_p50_ratio_vs_tdnn_lfcc.{arch}",
+                    key=f"frontends.serving_p50_ratio_vs_tdnn_lfcc.{name}",
                     value=p50 / base_p50,
                     unit="x (this p50 over tdnn on lfcc's)",
-                    repeats=len(serve[arch]),
-                    compared=f"frontends.serving_p50_ms.{arch} / ...{BASELINE}, same clips",
+                    repeats=len(serve[name]),
+                    compared=f"frontends.serving_p50_ms.{name} / ...{BASELINE}, same clips",
                 )
             )
-    for arch, kind, _ in PLAN:
-        if kind != "whisper":
+    for name, arch, _, _, whisper in PLAN:
+        if whisper is None:
             continue
-        full, alone = train[arch]["rates"], train[arch]["head_alone"]["rates"]
+        full, alone = train[name]["rates"], train[name]["head_alone"]["rates"]
         figures.append(
             Figure(
-                key=f"frontends.precomputed_frames_speedup.{arch}",
+                key=f"frontends.precomputed_frames_speedup.{name}",
                 value=median(alone) / median(full),
                 unit="x (training samples/s, head alone over encoder in the model)",
                 repeats=min(len(alone), len(full)),
                 compared=(
                     f"{arch}'s head trained on inputs of the encoder's output shape "
-                    f"{train[arch]['head_alone']['input_shape']} (what frames stored in the "
+                    f"{train[name]['head_alone']['input_shape']} (what frames stored in the "
                     "shards would feed it) over the whole model on raw samples, same rounds"
                 ),
                 details={
                     **common,
+                    "whisper": whisper,
                     "head_alone_samples_per_second": spread(alone),
                     "with_encoder_samples_per_second": spread(full),
                     "epoch_seconds_500_clips_of_2s_with_encoder": round(500 / median(full), 1),

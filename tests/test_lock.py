@@ -1,9 +1,9 @@
 """requirements.lock against pyproject.toml, and the installed packages against the lock.
 
-requirements.lock pins every package of `[project.dependencies]` and the `dev` and `whisper`
-extras (and all they pull in) to the versions tested; `make venv`, and so `make test`,
-`make demo` and CI, install exactly those. `make lock` writes it, with a stamp of pyproject's
-dependency lists in its header: a pyproject edited without `make lock` fails here.
+requirements.lock pins every package of `[project.dependencies]` and the `dev`, `whisper` and
+`whisper-base` extras (and all they pull in) to the versions tested; `make venv`, and so
+`make test`, `make demo` and CI, install exactly those. `make lock` writes it, with a stamp of
+pyproject's dependency lists in its header: a pyproject edited without `make lock` fails here.
 
 Run as a script (`python tests/test_lock.py --stamp`), it prints the stamp: `make lock`
 writes it that way, from a venv with nothing but pip-tools (stdlib and `packaging` only).
@@ -34,7 +34,7 @@ STALE_HINT = (
     "requirements.lock is stale: pyproject.toml's dependencies or locked extras changed "
     "since it was made; run `make lock` (and commit requirements.lock)"
 )
-LOCKED_EXTRAS = ("dev", "whisper")  # the gpu extra stays unlocked (no GPU in CI)
+LOCKED_EXTRAS = ("dev", "whisper", "whisper-base")  # the gpu extra stays unlocked (no GPU in CI)
 _PIN = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>\S+)")
 _STAMP = re.compile(rf"^#\s*{STAMP_KEY}:\s*(?P<stamp>[0-9a-f]{{64}})\s*$", re.MULTILINE)
 

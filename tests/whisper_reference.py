@@ -39,8 +39,8 @@ def encoder_tensors() -> dict[str, np.ndarray]:
     project's reader from the installed, hash-checked file."""
     from deepfake_audio.frontends import ctranslate2_weights
 
-    _, path = ctranslate2_weights.locate("tiny.en")
-    return ctranslate2_weights.read(path, prefix="encoder/").tensors
+    _, paths = ctranslate2_weights.locate("tiny.en")
+    return ctranslate2_weights.read(paths, prefix="encoder/").tensors
 
 
 def log_mel(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:

@@ -31,10 +31,11 @@ from deepfake_audio.core.errors import UserError
 SOURCES = ("demo", "folders", "asvspoof", "images")
 ON_BAD_FILE = ("skip", "fail")
 FEATURE_KINDS = tuple(kinds.KINDS)  # logmel, lfcc, image, waveform, whisper (config/kinds.py)
-# features.whisper.model: the names frontends/ctranslate2_weights.py pins (installed by the
-# whisper extra, hash-checked), or a path to a CTranslate2 Whisper model.bin (or its folder)
-# or to OpenAI's own Whisper checkpoint (.pt, read without torch).
-WHISPER_MODELS = ("tiny.en",)
+# features.whisper.model: the names frontends/ctranslate2_weights.py pins (hash-checked:
+# tiny.en from the whisper extra, base from the whisper-base extra), or a path to a
+# CTranslate2 Whisper model.bin (or its folder) or to OpenAI's own Whisper checkpoint (.pt,
+# read without torch).
+WHISPER_MODELS = ("tiny.en", "base")
 # features.whisper.pooling: how the encoder's frames become one vector for the back end.
 WHISPER_POOLING = ("mean_std", "mean")
 CROP_POLICIES = ("start", "center")

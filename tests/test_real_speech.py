@@ -48,7 +48,7 @@ def test_the_real_speech_settings_reach_dvc_as_valid_params(
     assert params.seed == 2
     assert (params.features.kind, params.features.clip_seconds) == ("whisper", 2.0)
     whisper = params.features.whisper
-    assert (whisper.model, whisper.layers, whisper.pooling) == ("tiny.en", 1, "mean_std")
+    assert (whisper.model, whisper.layers, whisper.pooling) == ("base", 3, "mean_std")
     assert params.model.architecture == "whisper_head"
     assert params.tune.objective == "val_eer"
     # Its own registry entry: the demo's champion is never compared with it.

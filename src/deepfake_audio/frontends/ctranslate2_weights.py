@@ -222,6 +222,11 @@ class _Reader:
             raise self.fail(f"{what} is not UTF-8") from None
 
 
+def _named(paths: Sequence[Path]) -> str:
+    """The file, or its parts joined by " + ", as messages name it."""
+    return " + ".join(map(str, paths))
+
+
 def _open(paths: tuple[Path, ...]) -> tuple[BinaryIO, int]:
     """The model file (or its parts, as one stream) open for reading, and its size."""
     for path in paths:
@@ -255,10 +260,9 @@ def read(path: str | os.PathLike | Sequence[str | os.PathLike], prefix: str = ""
         paths = tuple(Path(p) for p in path)
         if not paths:
             raise WeightsError("no model file given: an empty list of parts")
-    name = " + ".join(map(str, paths))
     f, size = _open(paths)
     with f:
-        r = _Reader(f, name, size)
+        r = _Reader(f, _named(paths), size)
         version = r.unpack("I", "the binary version")
         if version != BINARY_VERSION:
             raise r.fail(f"binary version {version}, this code reads {BINARY_VERSION}")
@@ -391,8 +395,7 @@ def _encoder_tensors(paths: tuple[Path, ...]) -> dict[str, np.ndarray]:
             raise WeightsError(str(error)) from None
     model = read(paths, prefix="encoder/")
     if model.spec != "WhisperSpec":
-        where = " + ".join(map(str, paths))
-        raise WeightsError(f"{where}: a {model.spec} model, not Whisper's (WhisperSpec)")
+        raise WeightsError(f"{_named(paths)}: a {model.spec} model, not Whisper's (WhisperSpec)")
     return model.tensors
 
 
@@ -401,7 +404,7 @@ def _whisper_weights(
     source: str, paths: tuple[Path, ...], mtimes_ns: tuple[int, ...]
 ) -> WhisperWeights:
     t = _encoder_tensors(paths)
-    path = " + ".join(map(str, paths))  # for messages
+    path = _named(paths)  # for messages
     try:
         n_heads = int(t["encoder/num_heads"])
         d_model = t["encoder/conv2/weight"].shape[0]
